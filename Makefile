@@ -1,0 +1,45 @@
+# The two commands of the README: `make test` (everything CI runs) and `make demo` (the main job).
+# Both create .venv and build the cluster binaries into ~/.cache/reconciler on first use.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+
+.PHONY: test demo lint typecheck unit toolchain clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24,<27"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check reconciler tests benchmarks
+	$(BIN)/ruff format --check reconciler tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict reconciler
+
+toolchain: $(STAMP)
+	$(BIN)/reconciler dev-cluster build
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+test: lint typecheck toolchain
+	$(BIN)/pytest
+
+demo: $(STAMP) toolchain
+	$(BIN)/reconciler dev-cluster up --name demo
+	@echo
+	@echo "The local cluster 'demo' is running. Use it with:"
+	@echo "  export KUBECONFIG=$$($(BIN)/reconciler dev-cluster kubeconfig --name demo)"
+	@echo "  $$HOME/.cache/reconciler/bin/kubernetes-*/kubectl get nodes"
+	@echo "Stop it with: $(BIN)/reconciler dev-cluster down --name demo"
+
+clean-venv:
+	rm -rf $(VENV)
