@@ -42,7 +42,9 @@ def _dev_cluster_down(args: argparse.Namespace) -> int:
 def _dev_cluster_kubeconfig(args: argparse.Namespace) -> int:
     cluster = Cluster(args.name)
     if cluster.load_state() is None:
-        _progress(f"no cluster named {args.name!r}; start it with `reconciler dev-cluster up --name {args.name}`")
+        _progress(
+            f"no cluster named {args.name!r}; start it with `reconciler dev-cluster up --name {args.name}`"
+        )
         return 1
     print(cluster.kubeconfig_path)
     return 0
@@ -51,16 +53,21 @@ def _dev_cluster_kubeconfig(args: argparse.Namespace) -> int:
 def _dev_cluster_status(args: argparse.Namespace) -> int:
     statuses = [cluster.status() for cluster in list_clusters()]
     if args.output == "json":
-        print(json.dumps([
-            {
-                "name": s.name,
-                "state": s.state,
-                "server": s.server,
-                "kubeconfig": s.kubeconfig,
-                "processes": [{"name": p.name, "pid": p.pid, "alive": p.alive} for p in s.processes],
-            }
-            for s in statuses
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "state": s.state,
+                        "server": s.server,
+                        "kubeconfig": s.kubeconfig,
+                        "processes": [{"name": p.name, "pid": p.pid, "alive": p.alive} for p in s.processes],
+                    }
+                    for s in statuses
+                ],
+                indent=2,
+            )
+        )
         return 0
     if not statuses:
         print("no local clusters; start one with `reconciler dev-cluster up`")

@@ -58,6 +58,7 @@ class Toolchain:
     kube_scheduler: Path
     kubectl: Path
     kwok: Path
+    kwok_stages: Path
     kustomize: Path
 
 
@@ -75,9 +76,15 @@ def component_dir(component: Component, root: Path | None = None) -> Path:
     return (root or cache_root()) / "bin" / component.key
 
 
+# kwok's own stage sets that make nodes Ready (with leases) and move pods through their lifecycle.
+KWOK_STAGE_DIRS = ("node/fast", "node/heartbeat-with-lease", "pod/fast")
+
+
 def _binaries_of(component: Component) -> tuple[str, ...]:
     if component == versions.KUBERNETES:
         return versions.KUBERNETES_BINARIES
+    if component == versions.KWOK:
+        return ("kwok", "stages.yaml")
     return (component.name,)
 
 
@@ -91,6 +98,7 @@ def toolchain_paths(root: Path | None = None) -> Toolchain:
         kube_scheduler=k8s / "kube-scheduler",
         kubectl=find_kubectl(),
         kwok=component_dir(versions.KWOK, root) / "kwok",
+        kwok_stages=component_dir(versions.KWOK, root) / "stages.yaml",
         kustomize=component_dir(versions.KUSTOMIZE, root) / "kustomize",
     )
 
@@ -191,9 +199,7 @@ class _Builder:
                 [self.go, "version"], capture_output=True, text=True, check=True, timeout=60
             ).stdout
         except (OSError, subprocess.SubprocessError) as exc:
-            raise DevClusterError(
-                step="run `go version`", message=f"{self.go} does not run: {exc}"
-            ) from exc
+            raise DevClusterError(step="run `go version`", message=f"{self.go} does not run: {exc}") from exc
         found = parse_go_version(output)
         if found is None or found < versions.MIN_GO_VERSION:
             raise DevClusterError(
@@ -205,7 +211,14 @@ class _Builder:
             )
         return self.go
 
-    def run(self, step: str, args: list[str], cwd: Path, log_file: Path, env: Mapping[str, str] | None = None) -> str:
+    def run(
+        self,
+        step: str,
+        args: list[str],
+        cwd: Path,
+        log_file: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
         with log_file.open("a", encoding="utf-8") as handle:
             handle.write(f"\n$ {' '.join(args)}   # {step} (in {cwd})\n")
             handle.flush()
@@ -245,10 +258,9 @@ class _Builder:
             self._build_etcd(go, component, src, staging, log_file)
         elif component == versions.KWOK:
             self._go_install(go, f"sigs.k8s.io/kwok/cmd/kwok@{component.version}", staging, log_file)
+            self._kwok_stages(go, component, staging, log_file)
         elif component == versions.KUSTOMIZE:
-            self._go_install(
-                go, f"sigs.k8s.io/kustomize/kustomize/v5@{component.version}", staging, log_file
-            )
+            self._go_install(go, f"sigs.k8s.io/kustomize/kustomize/v5@{component.version}", staging, log_file)
         else:  # pragma: no cover - versions.ALL_COMPONENTS is closed
             raise ValueError(component)
         for name in _binaries_of(component):
@@ -287,24 +299,67 @@ class _Builder:
         self.run("go mod tidy (kubernetes wrapper)", [go, "mod", "tidy"], src, log_file)
         self.run(
             "go build kube-apiserver, kube-controller-manager, kube-scheduler",
-            [go, "build", "-trimpath", "-ldflags", kubernetes_ldflags(component.version), "-o", f"{out}/", *commands],
+            [
+                go,
+                "build",
+                "-trimpath",
+                "-ldflags",
+                kubernetes_ldflags(component.version),
+                "-o",
+                f"{out}/",
+                *commands,
+            ],
             src,
             log_file,
         )
 
     def _build_etcd(self, go: str, component: Component, src: Path, out: Path, log_file: Path) -> None:
         (src / "go.mod").write_text(
-            f"module reconciler.local/etcd-build\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 {component.version}\n",
+            "module reconciler.local/etcd-build\n\ngo 1.24\n\n"
+            f"require go.etcd.io/etcd/server/v3 {component.version}\n",
             encoding="utf-8",
         )
         (src / "main.go").write_text(ETCD_MAIN, encoding="utf-8")
         self.run("go mod tidy (etcd wrapper)", [go, "mod", "tidy"], src, log_file)
-        self.run("go build etcd", [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), "."], src, log_file)
+        self.run(
+            "go build etcd",
+            [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"), "."],
+            src,
+            log_file,
+        )
+
+    def _kwok_stages(self, go: str, component: Component, out: Path, log_file: Path) -> None:
+        """Collect kwok's published "fast" stages (node, node lease heartbeat, pod) from its module."""
+        info = json.loads(
+            self.run(
+                f"download sigs.k8s.io/kwok@{component.version}",
+                [go, "mod", "download", "-json", f"sigs.k8s.io/kwok@{component.version}"],
+                out,
+                log_file,
+            )
+        )
+        stage_root = Path(info["Dir"]) / "kustomize" / "stage"
+        documents = []
+        for directory in KWOK_STAGE_DIRS:
+            for path in sorted((stage_root / directory).glob("*.yaml")):
+                if path.name != "kustomization.yaml":
+                    documents.append(path.read_text(encoding="utf-8").strip())
+        if not documents:
+            raise DevClusterError(
+                step="collect kwok stages", message=f"no stage files under {stage_root}", log_file=log_file
+            )
+        (out / "stages.yaml").write_text("\n---\n".join(documents) + "\n", encoding="utf-8")
 
     def _go_install(self, go: str, target: str, out: Path, log_file: Path) -> None:
         env = dict(self.env())
         env["GOBIN"] = str(out)
-        self.run(f"go install {target}", [go, "install", "-trimpath", "-ldflags", "-s -w", target], out, log_file, env)
+        self.run(
+            f"go install {target}",
+            [go, "install", "-trimpath", "-ldflags", "-s -w", target],
+            out,
+            log_file,
+            env,
+        )
 
 
 @contextlib.contextmanager

@@ -101,16 +101,20 @@ class ClusterStatus:
 
 
 def _pid_runs(pid: int, executable: str) -> bool:
-    """True when ``pid`` is a live (non-zombie) process started from ``executable``."""
+    """True when ``pid`` is a live (non-zombie) process running ``executable``.
+
+    The executable is read from ``/proc/<pid>/exe`` (set by exec, unlike argv), so a recycled pid that
+    runs another program is never taken for ours.
+    """
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child that exited
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         stat = Path(f"/proc/{pid}/stat").read_text()
+        exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return False
     state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
-    return state not in ("Z", "X") and bool(cmdline) and cmdline[0].decode(errors="replace") == executable
+    return state not in ("Z", "X") and exe.removesuffix(" (deleted)") == executable
 
 
 class _Http:
@@ -121,7 +125,9 @@ class _Http:
         self.context = ssl.create_default_context(cafile=str(paths.ca_cert))
         self.context.load_cert_chain(str(paths.admin_cert), str(paths.admin_key))
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 5.0
+    ) -> tuple[int, bytes]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(  # noqa: S310 - the server is our own https loopback URL
             self.server + path,
@@ -293,68 +299,106 @@ class Cluster:
 
         etcd_url = f"http://127.0.0.1:{ports['etcd-client']}"
         peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
-        self._spawn(state, "etcd", tools.etcd, [
-            "--name=default",
-            f"--data-dir={self.directory / 'etcd'}",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=default={peer_url}",
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
-        ])
-        self._wait(state, "etcd", ports["etcd-client"], 60, lambda: self._etcd_healthy(etcd_url))
+        self._spawn(
+            state,
+            "etcd",
+            tools.etcd,
+            [
+                "--name=default",
+                f"--data-dir={self.directory / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
+        self._wait(
+            state,
+            name="etcd",
+            port=ports["etcd-client"],
+            timeout=60,
+            check=lambda: self._etcd_healthy(etcd_url),
+        )
 
         issuer = "https://kubernetes.default.svc.cluster.local"
-        self._spawn(state, "kube-apiserver", tools.kube_apiserver, [
-            f"--etcd-servers={etcd_url}",
-            f"--secure-port={ports['apiserver']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--cert-dir={self.directory / 'apiserver-certs'}",
-            f"--tls-cert-file={paths.serving_cert}",
-            f"--tls-private-key-file={paths.serving_key}",
-            f"--client-ca-file={paths.ca_cert}",
-            f"--service-account-issuer={issuer}",
-            f"--service-account-key-file={paths.sa_pub}",
-            f"--service-account-signing-key-file={paths.sa_key}",
-            "--authorization-mode=RBAC",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Pods get no token volume and need no default ServiceAccount to exist first: this avoids
-            # the race between namespace creation and the ServiceAccount controller (as envtest does).
-            "--disable-admission-plugins=ServiceAccount",
-            "--allow-privileged=true",
-            "--profiling=false",
-        ])
+        self._spawn(
+            state,
+            "kube-apiserver",
+            tools.kube_apiserver,
+            [
+                f"--etcd-servers={etcd_url}",
+                f"--secure-port={ports['apiserver']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--cert-dir={self.directory / 'apiserver-certs'}",
+                f"--tls-cert-file={paths.serving_cert}",
+                f"--tls-private-key-file={paths.serving_key}",
+                f"--client-ca-file={paths.ca_cert}",
+                f"--service-account-issuer={issuer}",
+                f"--service-account-key-file={paths.sa_pub}",
+                f"--service-account-signing-key-file={paths.sa_key}",
+                "--authorization-mode=RBAC",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # Pods get no token volume and need no default ServiceAccount to exist first: this avoids
+                # the race between namespace creation and the ServiceAccount controller (as envtest does).
+                "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
+                "--profiling=false",
+            ],
+        )
         http = _Http(server, paths)
-        self._wait(state, "kube-apiserver", ports["apiserver"], 90, lambda: self._ok(http, "/readyz"))
+        self._wait(
+            state,
+            name="kube-apiserver",
+            port=ports["apiserver"],
+            timeout=90,
+            check=lambda: self._ok(http, "/readyz"),
+        )
 
         kubeconfig = str(self.kubeconfig_path)
-        self._spawn(state, "kube-controller-manager", tools.kube_controller_manager, [
-            f"--kubeconfig={kubeconfig}",
-            "--leader-elect=false",
-            "--secure-port=0",
-            f"--service-account-private-key-file={paths.sa_key}",
-            f"--root-ca-file={paths.ca_cert}",
-            f"--cluster-signing-cert-file={paths.ca_cert}",
-            f"--cluster-signing-key-file={paths.ca_key}",
-            "--use-service-account-credentials=false",
-            f"--cluster-name={self.name}",
-            "--controllers=*,-nodeipam",
-        ])
-        self._spawn(state, "kube-scheduler", tools.kube_scheduler, [
-            f"--kubeconfig={kubeconfig}",
-            "--leader-elect=false",
-            "--secure-port=0",
-        ])
-        self._spawn(state, "kwok", tools.kwok, [
-            f"--kubeconfig={kubeconfig}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--node-lease-duration-seconds=40",
-            "--server-address=",
-        ])
+        self._spawn(
+            state,
+            "kube-controller-manager",
+            tools.kube_controller_manager,
+            [
+                f"--kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                f"--service-account-private-key-file={paths.sa_key}",
+                f"--root-ca-file={paths.ca_cert}",
+                f"--cluster-signing-cert-file={paths.ca_cert}",
+                f"--cluster-signing-key-file={paths.ca_key}",
+                "--use-service-account-credentials=false",
+                f"--cluster-name={self.name}",
+                "--controllers=*,-nodeipam",
+            ],
+        )
+        self._spawn(
+            state,
+            "kube-scheduler",
+            tools.kube_scheduler,
+            [
+                f"--kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+            ],
+        )
+        self._spawn(
+            state,
+            "kwok",
+            tools.kwok,
+            [
+                f"--kubeconfig={kubeconfig}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--node-lease-duration-seconds=40",
+                "--server-address=",
+                f"--config={tools.kwok_stages}",
+            ],
+        )
 
         zones = ("zone-a", "zone-b", "zone-c")
         for index in range(nodes):
@@ -365,13 +409,20 @@ class Cluster:
                     step="register the fake nodes",
                     message=f"creating Node {node['metadata']['name']} returned {status}: {body[:300]!r}",
                 )
-        self._wait(state, "kwok", None, 60, lambda: self._nodes_ready(http, nodes), what="the fake nodes to become Ready")
         self._wait(
             state,
-            "kube-controller-manager",
-            None,
-            60,
-            lambda: self._ok(http, "/api/v1/namespaces/default/serviceaccounts/default"),
+            name="kwok",
+            port=None,
+            timeout=60,
+            check=lambda: self._nodes_ready(http, nodes),
+            what="the fake nodes to become Ready",
+        )
+        self._wait(
+            state,
+            name="kube-controller-manager",
+            port=None,
+            timeout=60,
+            check=lambda: self._ok(http, "/api/v1/namespaces/default/serviceaccounts/default"),
             what="the default ServiceAccount (the controller manager is working)",
         )
         log(f"cluster {self.name!r} is up at {server} in {time.monotonic() - started:.1f} s")
@@ -385,8 +436,21 @@ class Cluster:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": context, "cluster": {"server": server, "certificate-authority-data": b64(paths.ca_cert)}}],
-            "users": [{"name": f"{context}-admin", "user": {"client-certificate-data": b64(paths.admin_cert), "client-key-data": b64(paths.admin_key)}}],
+            "clusters": [
+                {
+                    "name": context,
+                    "cluster": {"server": server, "certificate-authority-data": b64(paths.ca_cert)},
+                }
+            ],
+            "users": [
+                {
+                    "name": f"{context}-admin",
+                    "user": {
+                        "client-certificate-data": b64(paths.admin_cert),
+                        "client-key-data": b64(paths.admin_key),
+                    },
+                }
+            ],
             "contexts": [{"name": context, "context": {"cluster": context, "user": f"{context}-admin"}}],
             "current-context": context,
         }
@@ -395,7 +459,10 @@ class Cluster:
 
     def _spawn(self, state: ClusterState, name: str, executable: Path, args: list[str]) -> None:
         if not executable.is_file():
-            raise DevClusterError(step=f"start {name}", message=f"{executable} does not exist; rebuild with `reconciler dev-cluster up`")
+            raise DevClusterError(
+                step=f"start {name}",
+                message=f"{executable} does not exist; rebuild with `reconciler dev-cluster up`",
+            )
         log_file = self.logs / f"{name}.log"
         with log_file.open("ab") as handle:
             process = subprocess.Popen(
@@ -407,12 +474,13 @@ class Cluster:
                 start_new_session=True,
             )
         state.pids[name] = process.pid
-        state.executables[name] = str(executable)
+        state.executables[name] = os.path.realpath(executable)
         self._save_state(state)
 
     def _wait(
         self,
         state: ClusterState,
+        *,
         name: str,
         port: int | None,
         timeout: float,
@@ -429,11 +497,13 @@ class Cluster:
                 text = log_file.read_text(errors="replace") if log_file.exists() else ""
                 if port is not None and _PORT_CLASH.search(text):
                     raise _PortClashError(f"start {name}", port)
-                raise DevClusterError(step=f"start {name}", message="the process exited during start-up", log_file=log_file)
+                raise DevClusterError(
+                    step=f"start {name}", message="the process exited during start-up", log_file=log_file
+                )
             if time.monotonic() > deadline:
                 raise DevClusterError(
                     step=f"start {name}",
-                    message=f"timed out after {timeout:.0f} s waiting for {what or name + ' to become ready'}",
+                    message=f"timed out after {timeout:.0f} s waiting for {what or name + ' to be ready'}",
                     log_file=log_file,
                 )
             time.sleep(delay)
@@ -515,4 +585,8 @@ def list_clusters(root: Path | None = None) -> list[Cluster]:
     base = (root or cache_root()) / "clusters"
     if not base.is_dir():
         return []
-    return [Cluster(entry.name, root) for entry in sorted(base.iterdir()) if entry.is_dir() and _NAME.fullmatch(entry.name)]
+    return [
+        Cluster(entry.name, root)
+        for entry in sorted(base.iterdir())
+        if entry.is_dir() and _NAME.fullmatch(entry.name)
+    ]

@@ -7,7 +7,7 @@ the scheduler and kwok (Pods bound and Ready), the apiextensions server (CRDs), 
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +41,26 @@ def _deployment(name: str, replicas: int) -> dict[str, Any]:
 
 async def test_fake_nodes_are_ready_and_kubectl_sees_them(cluster: Cluster, toolchain: Toolchain) -> None:
     """The pinned kubectl, with the generated kubeconfig, lists the kwok nodes as Ready."""
-    output = subprocess.run(
-        [str(toolchain.kubectl), "--kubeconfig", str(cluster.kubeconfig_path), "get", "nodes", "--no-headers"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    process = await asyncio.create_subprocess_exec(
+        str(toolchain.kubectl),
+        "--kubeconfig",
+        str(cluster.kubeconfig_path),
+        "get",
+        "nodes",
+        "--no-headers",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    output = stdout.decode()
     rows = [line.split() for line in output.splitlines() if line.strip()]
     assert len(rows) == 3
     assert all(row[1] == "Ready" for row in rows), output
 
 
 async def test_deployment_becomes_available(api_client: client.ApiClient, namespace: str) -> None:
-    """Controller manager + scheduler + kwok: a Deployment's pods are scheduled, Ready, and it is Available."""
+    """Controller manager + scheduler + kwok: pods are scheduled and Ready; the Deployment is Available."""
     apps = client.AppsV1Api(api_client)
     await apps.create_namespaced_deployment(namespace, _deployment("web", 2))
 
@@ -147,12 +153,22 @@ async def test_crd_becomes_established_and_accepts_custom_resources(
         await eventually(established, timeout=60, what="the CRD to become Established")
 
         custom = client.CustomObjectsApi(api_client)
-        widget = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 3}}
+        widget = {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w1"},
+            "spec": {"size": 3},
+        }
         await custom.create_namespaced_custom_object(group, "v1", namespace, "widgets", widget)
         stored = await custom.get_namespaced_custom_object(group, "v1", namespace, "widgets", "w1")
         assert stored["spec"] == {"size": 3}
 
-        invalid = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w2"}, "spec": {"size": 0}}
+        invalid = {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w2"},
+            "spec": {"size": 0},
+        }
         with pytest.raises(ApiException) as rejected:
             await custom.create_namespaced_custom_object(group, "v1", namespace, "widgets", invalid)
         assert rejected.value.status == 422
@@ -169,7 +185,10 @@ async def test_server_side_apply_dry_run_returns_defaults_and_managed_fields(
         f"/apis/apps/v1/namespaces/{namespace}/deployments/dry",
         "PATCH",
         query_params=[("fieldManager", "smoke-test"), ("dryRun", "All"), ("force", "true")],
-        header_params={"Content-Type": "application/apply-patch+yaml", "Accept": "application/json"},
+        header_params={
+            "Content-Type": "application/apply-patch+yaml",
+            "Accept": "application/json",
+        },
         body=body,
         response_types_map={200: "object", 201: "object"},
         auth_settings=["BearerToken"],
@@ -204,7 +223,7 @@ async def test_service_account_token_without_binding_is_forbidden(
     base = api_client.configuration
     configuration = client.Configuration(host=base.host)
     configuration.ssl_ca_cert = base.ssl_ca_cert
-    configuration.api_key = {"authorization": f"Bearer {token}"}
+    configuration.api_key = {"BearerToken": f"Bearer {token}"}
     async with client.ApiClient(configuration=configuration) as robot:
         robot_core = client.CoreV1Api(robot)
         with pytest.raises(ApiException) as denied:
@@ -217,7 +236,11 @@ async def test_service_account_token_without_binding_is_forbidden(
             namespace,
             {
                 "metadata": {"name": "robot-view"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "view",
+                },
                 "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": namespace}],
             },
         )

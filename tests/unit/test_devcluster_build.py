@@ -79,7 +79,9 @@ def test_missing_go_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "RECONCILER_GO" in str(error.value)
 
 
-def test_failed_build_step_names_the_step_and_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_build_step_names_the_step_and_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A go command that fails makes an error naming the step, the log file and its last lines."""
     fake_go = tmp_path / "go"
     fake_go.write_text(

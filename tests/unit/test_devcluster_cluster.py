@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -37,11 +38,12 @@ def test_status_of_a_cluster_never_started_is_stopped(tmp_path: Path) -> None:
 
 def test_pid_check_requires_the_recorded_executable() -> None:
     """A live pid running another program is not ours: down never kills a recycled pid."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    executable = os.path.realpath(sys.executable)
+    process = subprocess.Popen([executable, "-c", "import time; time.sleep(30)"])
     try:
-        assert _pid_runs(process.pid, sys.executable)
+        assert _pid_runs(process.pid, executable)
         assert not _pid_runs(process.pid, "/usr/bin/not-this-one")
     finally:
         process.kill()
         process.wait()
-    assert not _pid_runs(process.pid, sys.executable)
+    assert not _pid_runs(process.pid, executable)
