@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: test demo lint typecheck unit toolchain clean-venv
+.PHONY: test demo lint typecheck unit toolchain venv clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,13 +33,15 @@ unit: $(STAMP)
 test: lint typecheck toolchain
 	$(BIN)/pytest
 
-demo: $(STAMP) toolchain
-	$(BIN)/reconciler dev-cluster up --name demo
+# Until the daemon lands, the main job starts the local cluster and says how to use it.
+demo: toolchain
+	@$(BIN)/reconciler dev-cluster up --name demo >/dev/null
 	@echo
-	@echo "The local cluster 'demo' is running. Use it with:"
+	@echo "Local cluster 'demo' is running (Kubernetes $$($(BIN)/kubectl version -o json --kubeconfig $$($(BIN)/reconciler dev-cluster kubeconfig --name demo) | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])'))."
 	@echo "  export KUBECONFIG=$$($(BIN)/reconciler dev-cluster kubeconfig --name demo)"
-	@echo "  $$HOME/.cache/reconciler/bin/kubernetes-*/kubectl get nodes"
-	@echo "Stop it with: $(BIN)/reconciler dev-cluster down --name demo"
+	@echo "  $(BIN)/kubectl get nodes"
+	@echo "  $(BIN)/reconciler dev-cluster status"
+	@echo "  $(BIN)/reconciler dev-cluster down --name demo     # stops every process and removes its files"
 
 clean-venv:
 	rm -rf $(VENV)

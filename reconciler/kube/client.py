@@ -1,0 +1,331 @@
+"""The one Kubernetes client of reconciler: discovery, server-side apply, get, list, delete and watch.
+
+Built on kubernetes-asyncio's ApiClient for authentication (kubeconfig, in-cluster service account,
+exec plugins) and connection pooling, but speaks raw JSON: reconciler handles arbitrary kinds,
+including custom resources, so typed models would only get in the way. Every failure becomes one of
+``reconciler.kube.errors``; transient failures of idempotent requests are retried with backoff and
+jitter. Requests are counted by verb and status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+from reconciler.kube.errors import KubeError, NoMatchError, NotFoundError, TransientError, from_status
+from reconciler.objects import FIELD_MANAGER, Body, ObjectKey
+
+JSON = "application/json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    """How the API server serves one kind: its group, version, plural resource name and scope."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        """``group/version``, or ``version`` for the core group."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str = "", name: str = "") -> str:
+        """The REST path of the collection (or one object when ``name`` is given)."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name, safe='')}"
+        return base
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """Options of one server-side apply."""
+
+    field_manager: str = FIELD_MANAGER
+    force: bool = True
+    dry_run: bool = False
+
+
+def _split_api_version(api_version: str) -> tuple[str, str]:
+    if "/" in api_version:
+        group, version = api_version.rsplit("/", 1)
+        return group, version
+    return "", api_version
+
+
+class KubeClient:
+    """An authenticated connection to one API server."""
+
+    def __init__(self, api: k8s_client.ApiClient, *, request_timeout: float = 30.0, retries: int = 3) -> None:
+        self.api = api
+        self.request_timeout = request_timeout
+        self.retries = retries
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self._discovery: dict[tuple[str, str], dict[str, ResourceInfo]] = {}
+        self._discovery_lock = asyncio.Lock()
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    async def from_kubeconfig(cls, path: Path | str | None = None, context: str | None = None) -> KubeClient:
+        """A client for a kubeconfig file (default: $KUBECONFIG or ~/.kube/config) and context."""
+        configuration = k8s_client.Configuration()
+        await k8s_config.load_kube_config(
+            config_file=str(path) if path else None, context=context, client_configuration=configuration
+        )
+        return cls(k8s_client.ApiClient(configuration=configuration))
+
+    @classmethod
+    def in_cluster(cls) -> KubeClient:
+        """A client using the pod's service account (token and CA files, KUBERNETES_SERVICE_HOST/PORT)."""
+        configuration = k8s_client.Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return cls(k8s_client.ApiClient(configuration=configuration))
+
+    @property
+    def host(self) -> str:
+        """The API server URL."""
+        return str(self.api.configuration.host)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.api.close()
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # -- raw requests ----------------------------------------------------------------------------
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]] | None,
+        body: Any,
+        content_type: str,
+        timeout: float | aiohttp.ClientTimeout | None,
+    ) -> aiohttp.ClientResponse:
+        response: aiohttp.ClientResponse = await self.api.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": JSON},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout if timeout is not None else self.request_timeout,
+        )
+        return response
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+        subject: str = "",
+        timeout: float | None = None,
+    ) -> Body:
+        """One request returning the decoded JSON body; failures raise ``KubeError`` subclasses."""
+        attempts = 1 if method == "POST" else self.retries
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self._send(method, path, query, body, content_type, timeout)
+                try:
+                    data = await response.read()
+                finally:
+                    response.release()
+                self.requests[(method, response.status)] += 1
+                if 200 <= response.status < 300:
+                    decoded = json.loads(data) if data else {}
+                    return decoded if isinstance(decoded, dict) else {"items": decoded}
+                error = from_status(subject or path, response.status, data)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self.requests[(method, 0)] += 1
+                error = TransientError(
+                    subject or path, f"API server unreachable: {type(exc).__name__}: {exc}"
+                )
+            if not error.retryable or attempt == attempts:
+                raise error
+            await asyncio.sleep(min(0.2 * 2**attempt, 2.0) * (0.5 + random.random()))  # noqa: S311
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- discovery -------------------------------------------------------------------------------
+    async def _load_group_version(self, group: str, version: str) -> dict[str, ResourceInfo]:
+        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        try:
+            listing = await self.request("GET", path, subject=f"discovery of {group or 'core'}/{version}")
+        except NotFoundError:
+            return {}
+        kinds: dict[str, ResourceInfo] = {}
+        for resource in listing.get("resources") or []:
+            name = str(resource.get("name", ""))
+            if "/" in name:  # subresources such as deployments/status
+                continue
+            kinds[str(resource["kind"])] = ResourceInfo(
+                group, version, str(resource["kind"]), name, bool(resource.get("namespaced"))
+            )
+        return kinds
+
+    async def resource(self, api_version: str, kind: str, *, refresh: bool = False) -> ResourceInfo:
+        """How ``kind`` of ``api_version`` is served; refreshed once when unknown (a new CRD)."""
+        group, version = _split_api_version(api_version)
+        async with self._discovery_lock:
+            kinds = None if refresh else self._discovery.get((group, version))
+            if kinds is None or kind not in kinds:
+                kinds = await self._load_group_version(group, version)
+                self._discovery[(group, version)] = kinds
+        info = kinds.get(kind)
+        if info is None:
+            raise NoMatchError(
+                f"{kind}.{group}" if group else kind,
+                f'no matches for kind "{kind}" in version "{api_version}": the API server does not serve it '
+                "(is its CustomResourceDefinition installed and established?)",
+            )
+        return info
+
+    def forget(self, api_version: str) -> None:
+        """Drop cached discovery of one group-version (after a CRD change)."""
+        self._discovery.pop(_split_api_version(api_version), None)
+
+    # -- object operations -----------------------------------------------------------------------
+    async def apply(self, body: Body, options: ApplyOptions | None = None) -> Body:
+        """Server-side apply ``body`` and return the object the server answers with."""
+        options = options or ApplyOptions()
+        key = ObjectKey.of(body)
+        info = await self.resource(str(body.get("apiVersion")), key.kind)
+        query = [("fieldManager", options.field_manager), ("force", "true" if options.force else "false")]
+        if options.dry_run:
+            query.append(("dryRun", "All"))
+        return await self.request(
+            "PATCH",
+            info.path(key.namespace, key.name),
+            query=query,
+            body=body,
+            content_type=APPLY_PATCH,
+            subject=str(key),
+        )
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Body | None:
+        """The live object, or None when it does not exist."""
+        info = await self.resource(api_version, kind)
+        subject = str(ObjectKey(info.group, kind, namespace if info.namespaced else "", name))
+        try:
+            return await self.request("GET", info.path(namespace, name), subject=subject)
+        except NotFoundError:
+            return None
+
+    async def list(
+        self, info: ResourceInfo, *, label_selector: str = "", namespace: str = ""
+    ) -> tuple[list[Body], str]:
+        """Every object of a kind (optionally filtered) and the list's resourceVersion."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        result = await self.request("GET", info.path(namespace), query=query, subject=f"list {info.plural}")
+        items = list(result.get("items") or [])
+        for item in items:
+            item.setdefault("apiVersion", info.api_version)
+            item.setdefault("kind", info.kind)
+        return items, str((result.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def delete(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        uid: str = "",
+        propagation: str = "Background",
+    ) -> bool:
+        """Delete an object; True when a deletion was requested, False when it was already gone."""
+        info = await self.resource(api_version, kind)
+        options: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": propagation,
+        }
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        subject = str(ObjectKey(info.group, kind, namespace if info.namespaced else "", name))
+        try:
+            await self.request("DELETE", info.path(namespace, name), body=options, subject=subject)
+        except NotFoundError:
+            return False
+        return True
+
+    async def watch(
+        self,
+        info: ResourceInfo,
+        resource_version: str,
+        *,
+        label_selector: str = "",
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, Body]]:
+        """Stream (type, object) watch events from ``resource_version`` until the server ends the watch.
+
+        Raises ``KubeError`` (status 410 for an expired resourceVersion) so the caller can relist.
+        """
+        query = [
+            ("watch", "1"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
+        try:
+            response = await self._send("GET", info.path(), query, None, JSON, timeout)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.requests[("WATCH", 0)] += 1
+            raise TransientError(f"watch {info.plural}", f"API server unreachable: {exc}") from exc
+        self.requests[("WATCH", response.status)] += 1
+        try:
+            if response.status != 200:
+                raise from_status(f"watch {info.plural}", response.status, await response.read())
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = str(event.get("type")), event.get("object") or {}
+                if kind == "ERROR":
+                    raise from_status(f"watch {info.plural}", int(obj.get("code") or 500), json.dumps(obj))
+                if kind != "BOOKMARK":
+                    obj.setdefault("apiVersion", info.api_version)
+                    obj.setdefault("kind", info.kind)
+                yield kind, obj
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransientError(f"watch {info.plural}", f"watch interrupted: {exc}") from exc
+        finally:
+            response.release()
+
+    def request_counts(self) -> Mapping[tuple[str, int], int]:
+        """Requests made so far, by (verb, HTTP status; 0 for no answer)."""
+        return dict(self.requests)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures worth retrying later."""
+    return isinstance(error, KubeError) and error.retryable

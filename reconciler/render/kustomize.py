@@ -1,0 +1,264 @@
+"""Run the pinned kustomize on one environment directory and parse its output into Manifests.
+
+A ``Renderer`` owns a content-keyed cache: the key hashes every file the kustomization graph reads (as
+listed by ``restrictions.check``), the kustomize version and the render options, so an unchanged tree
+never renders twice while any change to an input renders again. kustomize runs with a timeout, an
+output size cap, an empty HOME, no plugins and its default root-only load restrictor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reconciler.objects import Manifest, ObjectKey
+from reconciler.render.restrictions import LoadPolicy, RestrictionError, check
+
+_DUPLICATE = re.compile(r"already registered id: (?P<kind>[A-Za-z0-9]+)\.[^/\s]*/(?P<name>[^.\s']+)")
+
+
+class RenderError(Exception):
+    """A render failed: the message says which environment, what failed, and what to do."""
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to run kustomize for one environment."""
+
+    kustomize: Path
+    policy: LoadPolicy = field(default_factory=LoadPolicy)
+    timeout: float = 60.0
+    max_output_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """The parsed objects of one render, the cache key of its inputs, and whether it came from cache."""
+
+    manifests: tuple[Manifest, ...]
+    input_hash: str
+    cached: bool
+    duration: float
+
+
+def parse_manifests(text: str, source: str) -> list[Manifest]:
+    """Split a multi-document YAML stream into Manifests; List kinds are flattened.
+
+    Every document must be a mapping with apiVersion, kind and metadata.name; the same object twice is
+    an error naming both documents.
+    """
+    manifests: list[Manifest] = []
+    seen: dict[ObjectKey, int] = {}
+    try:
+        documents = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RenderError(f"{source}: the rendered output is not valid YAML{where}") from None
+
+    def add(body: Any, index: int) -> None:
+        if body is None:
+            return
+        if not isinstance(body, dict):
+            raise RenderError(f"{source}: document {index + 1} is not a mapping")
+        kind = body.get("kind")
+        if isinstance(kind, str) and kind.endswith("List") and isinstance(body.get("items"), list):
+            for item in body["items"]:
+                add(item, index)
+            return
+        missing = [name for name in ("apiVersion", "kind") if not body.get(name)]
+        if not (body.get("metadata") or {}).get("name"):
+            missing.append("metadata.name")
+        if missing:
+            raise RenderError(f"{source}: document {index + 1} has no {', '.join(missing)}")
+        manifest = Manifest(body, f"{source}#{index + 1}")
+        if manifest.key in seen:
+            raise RenderError(
+                f"{source}: {manifest.key} appears twice (documents {seen[manifest.key] + 1} and {index + 1})"
+            )
+        seen[manifest.key] = index
+        manifests.append(manifest)
+
+    for index, document in enumerate(documents):
+        add(document, index)
+    return manifests
+
+
+def _duplicate_sources(error: str, files: Sequence[Path], root: Path) -> str:
+    match = _DUPLICATE.search(error)
+    if match is None:
+        return ""
+    kind, name = match.group("kind"), match.group("name")
+    found: list[str] = []
+    for path in sorted(files):
+        with contextlib.suppress(OSError, yaml.YAMLError, UnicodeDecodeError):
+            for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+                if (
+                    isinstance(document, dict)
+                    and document.get("kind") == kind
+                    and (document.get("metadata") or {}).get("name") == name
+                ):
+                    found.append(str(path.relative_to(root)) if root in path.parents else str(path))
+    if len(found) >= 2:
+        return f"{kind}/{name} is defined twice: in {found[0]} and in {found[1]}"
+    return f"{kind}/{name} is defined twice"
+
+
+class Renderer:
+    """Renders environment directories, caching results by the content of their inputs."""
+
+    def __init__(self, cache_size: int = 64) -> None:
+        self._cache: OrderedDict[str, tuple[Manifest, ...]] = OrderedDict()
+        self._cache_size = cache_size
+        self.renders = 0  # kustomize executions, for tests and metrics
+
+    @staticmethod
+    def input_hash(inputs: Sequence[Path], root: Path, options: RenderOptions, environment: Path) -> str:
+        """The cache key: kustomize binary, options, environment path and each input's content."""
+        digest = hashlib.sha256()
+        digest.update(str(options.kustomize.resolve()).encode())
+        digest.update(repr((options.policy, options.max_output_bytes)).encode())
+        digest.update(str(environment.resolve().relative_to(root.resolve())).encode())
+        for path in sorted(inputs):
+            digest.update(str(path.relative_to(root.resolve())).encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        return digest.hexdigest()
+
+    def _inputs(
+        self, root: Path, environment: Path, options: RenderOptions
+    ) -> tuple[str, str, str, list[Path]]:
+        """Blocking part of a render: check the graph and hash its inputs (run in a thread)."""
+        root = root.resolve()
+        environment = (root / environment) if not environment.is_absolute() else environment
+        resolved = environment.resolve()
+        label = str(resolved.relative_to(root)) if root in resolved.parents else str(environment)
+        try:
+            inputs = check(root, environment, options.policy)
+            key = self.input_hash(list(inputs.files), root, options, environment)
+        except RestrictionError as exc:
+            raise RenderError(f"render of {label} refused: {exc}") from None
+        except OSError as exc:
+            raise RenderError(
+                f"render of {label} failed reading its inputs: {exc.strerror}: {exc.filename}"
+            ) from None
+        return str(environment), label, key, sorted(inputs.resource_files)
+
+    async def render(self, root: Path, environment: Path, options: RenderOptions) -> RenderResult:
+        """Render ``environment`` (a directory inside the repository ``root``)."""
+        started = time.monotonic()
+        path, label, key, resource_files = await asyncio.to_thread(self._inputs, root, environment, options)
+        root = root.resolve()
+        environment = Path(path)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return RenderResult(cached, key, True, time.monotonic() - started)
+        output = await self._run(root, environment, label, options, resource_files)
+        manifests = tuple(parse_manifests(output, label))
+        self._cache[key] = manifests
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return RenderResult(manifests, key, False, time.monotonic() - started)
+
+    async def _run(
+        self,
+        root: Path,
+        environment: Path,
+        label: str,
+        options: RenderOptions,
+        resource_files: Sequence[Path],
+    ) -> str:
+        self.renders += 1
+        with tempfile.TemporaryDirectory(prefix="reconciler-render-") as home:
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "XDG_CONFIG_HOME": home}
+            args = [str(options.kustomize), "build", str(environment)]
+            if options.policy.allow_helm:
+                args.append("--enable-helm")
+            if options.policy.allow_plugins:
+                args.extend(["--enable-alpha-plugins", "--enable-exec"])
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *args,
+                    cwd=root,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+            except OSError as exc:
+                raise RenderError(
+                    f"render of {label} failed: cannot run {options.kustomize}: {exc.strerror}"
+                ) from None
+            try:
+                stdout, stderr = await asyncio.wait_for(
+                    self._collect(process, options.max_output_bytes), options.timeout
+                )
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+                raise RenderError(f"render of {label} timed out after {options.timeout:.0f} s") from None
+            except _TooLargeError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+                raise RenderError(
+                    f"render of {label} produced more than {options.max_output_bytes} bytes; refusing it"
+                ) from None
+        if process.returncode != 0:
+            message = stderr.decode(errors="replace").strip()
+            duplicate = _duplicate_sources(message, resource_files, root)
+            if duplicate:
+                raise RenderError(f"render of {label} failed: {duplicate}")
+            message = message.replace(str(root) + "/", "")
+            if len(message) > 2000:
+                message = message[:2000] + " [truncated]"
+            raise RenderError(f"render of {label} failed (kustomize exit {process.returncode}): {message}")
+        return stdout.decode()
+
+    @staticmethod
+    async def _collect(process: asyncio.subprocess.Process, limit: int) -> tuple[bytes, bytes]:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        chunks: list[bytes] = []
+        size = 0
+
+        async def read_stderr() -> bytes:
+            assert process.stderr is not None
+            data = await process.stderr.read(65536)
+            rest = data
+            while data:
+                data = await process.stderr.read(65536)
+                if len(rest) < 65536:
+                    rest += data
+            return rest
+
+        stderr_task = asyncio.create_task(read_stderr())
+        while True:
+            chunk = await process.stdout.read(1 << 16)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                stderr_task.cancel()
+                raise _TooLargeError
+            chunks.append(chunk)
+        stderr = await stderr_task
+        await process.wait()
+        return b"".join(chunks), stderr
+
+
+class _TooLargeError(Exception):
+    pass
