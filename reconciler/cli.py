@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from reconciler import __version__
+from reconciler import __version__, commands
 from reconciler.devcluster import Cluster, DevClusterError, list_clusters
 from reconciler.devcluster.build import ensure_toolchain
 
@@ -88,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Event-driven GitOps reconciler for kustomize environments.",
     )
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = commands.add_parser(
+    dev = subparsers.add_parser(
         "dev-cluster",
         help="run a local Kubernetes control plane (etcd, kube-apiserver, controller-manager, "
         "scheduler, kwok) for the demo and the tests",
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = dev_commands.add_parser("status", help="list local clusters and whether they run")
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
     status.set_defaults(handler=_dev_cluster_status)
+    commands.register(subparsers)
     return parser
 
 
@@ -123,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.handler(args)
-    except DevClusterError as exc:
+    except (DevClusterError, commands.CommandError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

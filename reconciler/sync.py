@@ -176,6 +176,7 @@ class _Item:
     needs_write: bool = False
     deferred: bool = False
     autoscaled: bool = False
+    crd_known: bool = True
 
 
 class Engine:
@@ -302,8 +303,18 @@ class Engine:
 
         # validate: server-side dry-run of everything that may change, before any write
         clock = time.monotonic()
+        new_namespaces = await self._new_namespaces(items)
+        for item in items.values():
+            if item.needs_write and item.manifest.key.namespace in new_namespaces:
+                item.deferred = True
         candidates = [item for item in items.values() if item.needs_write and not item.deferred]
+        stand_ins = [
+            item
+            for item in items.values()
+            if item.deferred and item.manifest.key.namespace in new_namespaces and item.crd_known
+        ]
         failures = await self._dry_run_all(candidates, options.concurrency)
+        failures += await self._dry_run_all(stand_ins, options.concurrency, stand_in_namespace="default")
         if failures:
             raise SyncFailedError(
                 "ValidationFailed", self._failure_message(failures, "refused by the API server")
@@ -316,19 +327,21 @@ class Engine:
         progress(
             f"validated {len(candidates)} objects by server-side dry-run; "
             f"{len(to_write)} to apply, {len(items) - len(to_write)} unchanged"
-            + (f", {len(deferred)} custom resources validated after their CRDs" if deferred else "")
+            + (
+                f"; {len(deferred)} objects in new namespaces or of new CRDs are validated again "
+                "right after the namespaces and CRDs exist"
+                if deferred
+                else ""
+            )
         )
 
         prune_candidates = previous.keys - set(items)
         if options.dry_run:
-            for item in deferred:
-                result.changeset.add(
-                    ChangeSetEntry(
-                        item.manifest.key,
-                        Action.CREATED,
-                        unified_diff(item.manifest.key, None, item.manifest.body),
-                    )
-                )
+            for item in to_write:
+                key = item.manifest.key
+                action = Action.CREATED if item.live is None else Action.CONFIGURED
+                after = item.dry_run if item.dry_run is not None else item.manifest.body
+                result.changeset.add(ChangeSetEntry(key, action, unified_diff(key, item.live, after)))
             await self._prune(previous, items, options, result, progress, dry_run=True)
             result.synced = not to_write and not prune_candidates
             result.condition, result.reason = "Ready", "DryRun"
@@ -352,7 +365,11 @@ class Engine:
         }
         clock = time.monotonic()
         try:
+            pending = [item for item in items.values() if item.deferred]
             for stage in stages:
+                if pending and stage.name != "cluster-definitions":
+                    await self._validate_deferred(pending, options, result, progress)
+                    pending = []
                 await self._apply_stage(stage, items, options, result, progress, applied_hashes)
         finally:
             result.durations["apply"] = time.monotonic() - clock
@@ -421,6 +438,7 @@ class Engine:
                     for item in group_items:
                         item.deferred = True
                         item.needs_write = True
+                        item.crd_known = False
                     return
                 raise
             if self.cache is not None:
@@ -440,18 +458,30 @@ class Engine:
         await asyncio.gather(*(load(av, kind, group) for (av, kind), group in by_kind.items()))
 
     # -- validation ------------------------------------------------------------------------------
-    async def _dry_run_all(self, items: Sequence[_Item], concurrency: int) -> list[tuple[ObjectKey, str]]:
+    async def _dry_run_all(
+        self, items: Sequence[_Item], concurrency: int, *, stand_in_namespace: str = ""
+    ) -> list[tuple[ObjectKey, str]]:
+        """Dry-run every item; with ``stand_in_namespace``, in that namespace instead of their own.
+
+        The stand-in is how objects whose namespace does not exist yet are validated before the first
+        write: schema, defaulting and admission all run; only the namespace differs.
+        """
         semaphore = asyncio.Semaphore(concurrency)
         failures: list[tuple[ObjectKey, str]] = []
 
         async def one(item: _Item) -> None:
+            body = item.manifest.body
+            if stand_in_namespace:
+                body = item.manifest.copy_body()
+                body["metadata"]["namespace"] = stand_in_namespace
             async with semaphore:
                 try:
-                    item.dry_run = await self.client.apply(
-                        item.manifest.body, self._apply_options(item.manifest, dry_run=True)
-                    )
+                    answer = await self.client.apply(body, self._apply_options(item.manifest, dry_run=True))
                 except KubeError as exc:
                     failures.append((item.manifest.key, exc.api_message))
+                    return
+                if not stand_in_namespace:
+                    item.dry_run = answer
 
         await asyncio.gather(*(one(item) for item in items))
         return sorted(failures)
@@ -475,6 +505,35 @@ class Engine:
         force = manifest.annotation(FORCE_CONFLICTS_ANNOTATION, "true").lower() != "false"
         return ApplyOptions(field_manager=FIELD_MANAGER, force=force, dry_run=dry_run)
 
+    async def _new_namespaces(self, items: dict[ObjectKey, _Item]) -> set[str]:
+        """Namespaces this render creates that do not exist yet."""
+        candidates = [
+            item.manifest.key.name
+            for item in items.values()
+            if item.manifest.key.kind == "Namespace" and item.manifest.key.group == "" and item.live is None
+        ]
+        lives = await asyncio.gather(*(self.client.get("v1", "Namespace", "", name) for name in candidates))
+        return {name for name, live in zip(candidates, lives, strict=True) if live is None}
+
+    async def _validate_deferred(
+        self, pending: Sequence[_Item], options: SyncOptions, result: SyncResult, progress: Progress
+    ) -> None:
+        """Dry-run the objects that needed the cluster-definitions stage, before any other write."""
+        for item in pending:
+            self.client.forget(item.manifest.api_version)
+            item.deferred = False
+        failures = await self._dry_run_all(pending, options.concurrency)
+        if failures:
+            raise SyncFailedError(
+                "ValidationFailed",
+                self._failure_message(failures, "refused once their namespaces and CRDs existed").replace(
+                    "nothing was written", "only the CRD and Namespace stage was written"
+                ),
+            )
+        for item in pending:
+            self._settle_dry_run(item, result)
+        progress(f"validated {len(pending)} objects that needed new namespaces or CRDs")
+
     # -- apply -----------------------------------------------------------------------------------
     async def _apply_stage(
         self,
@@ -486,21 +545,6 @@ class Engine:
         applied_hashes: dict[ObjectKey, str],
     ) -> None:
         stage_items = [items[m.key] for m in stage.manifests]
-        deferred = [item for item in stage_items if item.deferred]
-        if deferred:
-            for item in deferred:
-                self.client.forget(item.manifest.api_version)
-                item.deferred = False
-            failures = await self._dry_run_all(deferred, options.concurrency)
-            if failures:
-                raise SyncFailedError(
-                    "ValidationFailed",
-                    self._failure_message(failures, "refused after their CRDs were established").replace(
-                        "nothing was written", "only the CRD stage was written"
-                    ),
-                )
-            for item in deferred:
-                self._settle_dry_run(item, result)
         to_write = [item for item in stage_items if item.needs_write]
         if not to_write:
             return

@@ -138,7 +138,7 @@ class Renderer:
 
     def _inputs(
         self, root: Path, environment: Path, options: RenderOptions
-    ) -> tuple[str, str, str, list[Path]]:
+    ) -> tuple[Path, Path, str, str, list[Path]]:
         """Blocking part of a render: check the graph and hash its inputs (run in a thread)."""
         root = root.resolve()
         environment = (root / environment) if not environment.is_absolute() else environment
@@ -153,14 +153,14 @@ class Renderer:
             raise RenderError(
                 f"render of {label} failed reading its inputs: {exc.strerror}: {exc.filename}"
             ) from None
-        return str(environment), label, key, sorted(inputs.resource_files)
+        return root, environment, label, key, sorted(inputs.resource_files)
 
     async def render(self, root: Path, environment: Path, options: RenderOptions) -> RenderResult:
         """Render ``environment`` (a directory inside the repository ``root``)."""
         started = time.monotonic()
-        path, label, key, resource_files = await asyncio.to_thread(self._inputs, root, environment, options)
-        root = root.resolve()
-        environment = Path(path)
+        root, environment, label, key, resource_files = await asyncio.to_thread(
+            self._inputs, root, environment, options
+        )
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
