@@ -67,6 +67,10 @@ log = structlog.get_logger(__name__)
 Progress = Callable[[str], None]
 HANDOFF_MANAGER = "reconciler-replicas-handoff"
 DEGRADED_GRACE = 10.0
+IMMUTABLE_ADVICE = (
+    f' (the object must be recreated to change this field; annotate it {RECREATE_ANNOTATION}: "true" '
+    "to let reconciler delete and recreate it)"
+)
 
 
 def _quiet(_: str) -> None:
@@ -82,6 +86,8 @@ class SyncOptions:
     prune: PruneOptions = field(default_factory=PruneOptions)
     dry_run: bool = False
     wait: bool = True
+    # also wait for objects this sync did not write (a one-shot sync exits only once all is healthy)
+    wait_for_all: bool = True
     health_timeout: float = 300.0
     concurrency: int = 16
 
@@ -177,6 +183,7 @@ class _Item:
     deferred: bool = False
     autoscaled: bool = False
     crd_known: bool = True
+    recreate: bool = False
 
 
 class Engine:
@@ -400,14 +407,22 @@ class Engine:
             await self.inventory.save(env, final)
 
         # health of everything, and the environment's status
-        healths = await self._healths([item.manifest for item in items.values()])
+        self._desired[env] = {key: item.manifest for key, item in items.items()}
+        for key in items:
+            self._owner[key] = env
+        everything = [item.manifest for item in items.values()]
+        if options.wait and options.wait_for_all:
+            try:
+                await self._wait_healthy(
+                    Stage("all objects", tuple(everything)), options.health_timeout, progress
+                )
+            except SyncFailedError as failure:
+                progress(failure.message)
+        healths = await self._healths(everything)
         result.health = aggregate(healths.values())
         result.unhealthy = {
             str(k): f"{h.status.value}: {h.message}" for k, h in healths.items() if not h.ready
         }
-        self._desired[env] = {key: item.manifest for key, item in items.items()}
-        for key in items:
-            self._owner[key] = env
         for item in to_write:
             self.guard.reset(item.manifest.key)
         result.synced = not result.prune_blocked
@@ -477,6 +492,12 @@ class Engine:
             async with semaphore:
                 try:
                     answer = await self.client.apply(body, self._apply_options(item.manifest, dry_run=True))
+                except ImmutableFieldError as exc:
+                    if item.manifest.annotation(RECREATE_ANNOTATION).lower() == "true":
+                        item.recreate = True
+                    else:
+                        failures.append((item.manifest.key, exc.api_message + IMMUTABLE_ADVICE))
+                    return
                 except KubeError as exc:
                     failures.append((item.manifest.key, exc.api_message))
                     return
@@ -495,7 +516,8 @@ class Engine:
     @staticmethod
     def _settle_dry_run(item: _Item, result: SyncResult) -> None:
         """Decide from the dry-run answer whether the object really needs a write."""
-        assert item.dry_run is not None
+        if item.dry_run is None:  # validated by the stand-in namespace, or to be recreated
+            return
         if item.live is not None and _comparable(item.dry_run) == _comparable(item.live):
             item.needs_write = False
             result.changeset.add(ChangeSetEntry(item.manifest.key, Action.UNCHANGED))
@@ -592,15 +614,13 @@ class Engine:
         action = Action.CREATED if item.live is None else Action.CONFIGURED
         message = ""
         try:
+            if item.recreate:
+                raise ImmutableFieldError(str(key), "validation found an immutable field change", 422)
             applied = await self.client.apply(manifest.body, self._apply_options(manifest))
         except ImmutableFieldError as exc:
             if manifest.annotation(RECREATE_ANNOTATION).lower() != "true":
                 raise ImmutableFieldError(
-                    str(key),
-                    f"{exc.api_message} — the object must be recreated to change this field; annotate it "
-                    f'{RECREATE_ANNOTATION}: "true" to let reconciler delete and recreate it',
-                    exc.status,
-                    exc.reason,
+                    str(key), exc.api_message + IMMUTABLE_ADVICE, exc.status, exc.reason
                 ) from None
             await self._recreate(manifest)
             applied = await self.client.apply(manifest.body, self._apply_options(manifest))

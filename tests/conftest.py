@@ -12,6 +12,7 @@ from kubernetes_asyncio import client, config
 
 from reconciler.devcluster import Cluster, ensure_toolchain
 from reconciler.devcluster.build import Toolchain
+from reconciler.kube import KubeClient
 
 
 def _log(message: str) -> None:
@@ -62,3 +63,10 @@ async def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest
         yield name
     finally:
         await core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
+    """reconciler's own client, bound to the session cluster as admin."""
+    async with await KubeClient.from_kubeconfig(kubeconfig) as connection:
+        yield connection

@@ -172,6 +172,18 @@ class KubeClient:
             await asyncio.sleep(min(0.2 * 2**attempt, 2.0) * (0.5 + random.random()))  # noqa: S311
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def text(self, path: str) -> str:
+        """GET a non-JSON endpoint (such as /metrics) and return its body as text."""
+        response = await self._send("GET", path, None, None, JSON, None)
+        try:
+            data = await response.read()
+        finally:
+            response.release()
+        self.requests[("GET", response.status)] += 1
+        if response.status != 200:
+            raise from_status(path, response.status, data)
+        return data.decode(errors="replace")
+
     # -- discovery -------------------------------------------------------------------------------
     async def _load_group_version(self, group: str, version: str) -> dict[str, ResourceInfo]:
         path = f"/apis/{group}/{version}" if group else f"/api/{version}"

@@ -1,0 +1,458 @@
+"""The sync engine against the local control plane: the "done when" list of the engine, one test each."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.devcluster.build import Toolchain
+from reconciler.health import HealthStatus
+from reconciler.inventory import InventoryStore
+from reconciler.kube import KubeClient
+from reconciler.kube.cache import LiveCache
+from reconciler.objects import Action, ObjectKey
+from reconciler.plan.prune import PruneOptions
+from reconciler.render import Renderer, RenderOptions
+from reconciler.sync import Engine, SyncOptions, SyncResult
+from tests.helpers import eventually
+from tests.support import EnvRepo, apiserver_writes, config_map, deployment
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def repo(tmp_path: Path, namespace: str, toolchain: Toolchain) -> EnvRepo:
+    """An environments repository whose environment is named after the test's namespace."""
+    return EnvRepo(tmp_path, namespace, RenderOptions(kustomize=toolchain.kustomize, timeout=30))
+
+
+@pytest.fixture
+async def engine(kube: KubeClient) -> AsyncIterator[Engine]:
+    """An engine with warm watch caches, as the daemon runs it."""
+    cache = LiveCache(kube)
+    engine = Engine(kube, cache=cache, renderer=Renderer())
+    try:
+        yield engine
+    finally:
+        await engine.close()
+        await cache.close()
+
+
+async def sync(engine: Engine, repo: EnvRepo, **options: Any) -> SyncResult:
+    opts = SyncOptions(environment=repo.name, health_timeout=options.pop("health_timeout", 60), **options)
+    return await engine.sync_directory(repo.root, repo.path, repo.options, opts)
+
+
+def actions(result: SyncResult) -> dict[str, str]:
+    return {str(e.key): e.action.value for e in result.changeset.entries}
+
+
+def full_environment(ns: str) -> list[dict[str, Any]]:
+    group = f"{ns}.example.dev"
+    app_ns = f"{ns}-app"
+    return [
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"widgets.{group}"},
+            "spec": {
+                "group": group,
+                "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "properties": {
+                                    "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
+                                },
+                            }
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w", "namespace": app_ns},
+            "spec": {"size": 2},
+        },
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": app_ns}},
+        deployment("api", app_ns, replicas=2),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "api", "namespace": app_ns},
+            "spec": {"selector": {"app": "api"}, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "api", "namespace": app_ns},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"},
+                "minReplicas": 2,
+                "maxReplicas": 5,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 70},
+                        },
+                    }
+                ],
+            },
+        },
+    ]
+
+
+async def test_full_environment_syncs_in_one_pass_to_healthy(
+    engine: Engine, repo: EnvRepo, kube: KubeClient
+) -> None:
+    """CRD + custom resource + Namespace + Deployment + Service + HPA: one sync, Healthy, no "no matches"."""
+    repo.set_objects(full_environment(repo.name))
+    result = await sync(engine, repo)
+    assert result.ok, result.message
+    assert result.health == HealthStatus.HEALTHY
+    assert "no matches" not in result.message
+    assert set(actions(result).values()) == {"created"}
+    assert len(result.changeset.entries) == 6
+    widget = await kube.get(f"{repo.name}.example.dev/v1", "Widget", f"{repo.name}-app", "w")
+    assert widget is not None
+    assert widget["spec"] == {"size": 2}
+    live = await kube.get("apps/v1", "Deployment", f"{repo.name}-app", "api")
+    assert live is not None
+    assert live["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "reconciler"
+    assert live["metadata"]["annotations"]["reconciler.dev/environment"] == repo.name
+
+
+async def test_second_sync_of_the_same_revision_writes_nothing_and_does_not_render(
+    engine: Engine, repo: EnvRepo, kube: KubeClient
+) -> None:
+    """Counted by the API server itself: the first sync writes, the second writes nothing."""
+    resources = {
+        "namespaces",
+        "customresourcedefinitions",
+        "widgets",
+        "deployments",
+        "services",
+        "horizontalpodautoscalers",
+        "configmaps",
+    }
+    repo.set_objects(full_environment(repo.name))
+    before_first = await apiserver_writes(kube, resources)
+    first = await sync(engine, repo)
+    assert first.ok, first.message
+    after_first = await apiserver_writes(kube, resources)
+    assert sum((after_first - before_first).values()) >= 7  # the measurement sees our writes
+
+    renders = engine.renderer.renders
+    second = await sync(engine, repo)
+    after_second = await apiserver_writes(kube, resources)
+    assert second.ok, second.message
+    assert set(actions(second).values()) == {"unchanged"}
+    assert after_second - after_first == {}, f"writes during a no-op sync: {after_second - after_first}"
+    assert engine.renderer.renders == renders
+    assert not second.rendered
+
+
+async def test_image_change_configures_only_that_deployment_and_waits_for_rollout(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
+) -> None:
+    """Only the changed Deployment is written, and the sync returns after its rollout completed."""
+    repo.set_objects(
+        [deployment("api", namespace, replicas=2), deployment("web", namespace), config_map("cfg", namespace)]
+    )
+    assert (await sync(engine, repo)).ok
+    repo.set_objects(
+        [
+            deployment("api", namespace, image="registry.invalid/app:2", replicas=2),
+            deployment("web", namespace),
+            config_map("cfg", namespace),
+        ]
+    )
+    result = await sync(engine, repo)
+    assert result.ok, result.message
+    assert actions(result) == {
+        f"Deployment/{namespace}/api": "configured",
+        f"Deployment/{namespace}/web": "unchanged",
+        f"ConfigMap/{namespace}/cfg": "unchanged",
+    }
+    entry = next(e for e in result.changeset.entries if e.action == Action.CONFIGURED)
+    assert (
+        "-        image: registry.invalid/app:1" in entry.diff
+        or "-      - image: registry.invalid/app:1" in entry.diff
+    )
+    live = await kube.get("apps/v1", "Deployment", namespace, "api")
+    assert live is not None
+    status = live["status"]
+    assert status["observedGeneration"] == live["metadata"]["generation"]
+    assert status["updatedReplicas"] == 2
+    assert status.get("availableReplicas") == 2
+    assert status.get("replicas") == 2
+
+
+async def test_prune_deletes_only_what_left_git_and_is_ours(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
+) -> None:
+    """Removed object pruned; a label copier, an object with ownerReferences and a Namespace are not."""
+    owner = await kube.apply(
+        config_map("owner", namespace),
+    )
+    extra_ns = f"{namespace}-extra"
+    owned_child = config_map("child", namespace)
+    owned_child["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}
+    ]
+    keep = [config_map(f"keep-{i}", namespace) for i in range(4)]
+    repo.set_objects(
+        [
+            *keep,
+            config_map("gone", namespace),
+            owned_child,
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": extra_ns}},
+        ]
+    )
+    assert (await sync(engine, repo)).ok
+    copier = config_map("copier", namespace)
+    copier["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "reconciler"}
+    copier["metadata"]["annotations"] = {"reconciler.dev/environment": repo.name}
+    await kube.apply(copier)
+
+    repo.set_objects(keep)
+    result = await sync(engine, repo)
+    assert result.ok, result.message
+    assert actions(result)[f"ConfigMap/{namespace}/gone"] == "deleted"
+    assert actions(result)[f"ConfigMap/{namespace}/child"] == "skipped"
+    assert actions(result)[f"Namespace/{extra_ns}"] == "skipped"
+    assert await kube.get("v1", "ConfigMap", namespace, "gone") is None
+    for name in ("child", "copier", "owner", "keep-0"):
+        assert await kube.get("v1", "ConfigMap", namespace, name) is not None, name
+    assert await kube.get("v1", "Namespace", "", extra_ns) is not None
+    inventory = await InventoryStore(kube).load(repo.name)
+    assert inventory is not None
+    assert inventory.keys == {ObjectKey("", "ConfigMap", namespace, f"keep-{i}") for i in range(4)}
+
+
+async def test_one_invalid_object_among_fifty_means_zero_writes(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
+) -> None:
+    """Validation refuses the whole revision before the first write and names the bad object."""
+    objects: list[dict[str, Any]] = [config_map(f"cm-{i}", namespace) for i in range(49)]
+    objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "bad", "namespace": namespace},
+            "spec": {"ports": [{"port": 99999}]},
+        }
+    )
+    repo.set_objects(objects)
+    before = await apiserver_writes(kube, {"configmaps", "services"})
+    result = await sync(engine, repo)
+    after = await apiserver_writes(kube, {"configmaps", "services"})
+    assert result.condition == "Stalled"
+    assert result.reason == "ValidationFailed"
+    assert f"Service/{namespace}/bad" in result.message
+    assert "99999" in result.message or "port" in result.message
+    assert after - before == {}
+    assert await kube.get("v1", "ConfigMap", namespace, "cm-0") is None
+    assert await InventoryStore(kube).load(repo.name) is None
+
+
+async def test_empty_or_failed_render_prunes_nothing_and_keeps_state(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
+) -> None:
+    """An emptied overlay trips the circuit breaker; a broken one stops at render. Nothing is deleted."""
+    repo.set_objects([config_map(f"cm-{i}", namespace) for i in range(3)])
+    assert (await sync(engine, repo)).ok
+    store = InventoryStore(kube)
+    inventory_before = await store.load(repo.name)
+
+    repo.set_objects([])
+    empty = await sync(engine, repo)
+    assert empty.condition == "Stalled"
+    assert empty.reason == "PruneBlocked"
+    assert "render is empty" in empty.message
+    assert not empty.synced
+
+    repo.set_objects([config_map("cm-0", namespace)])
+    repo.write("kustomization.yaml", "resources: [missing.yaml]\n")
+    failed = await sync(engine, repo)
+    assert failed.condition == "Stalled"
+    assert failed.reason == "RenderFailed"
+    assert "missing.yaml" in failed.message
+
+    for i in range(3):
+        assert await kube.get("v1", "ConfigMap", namespace, f"cm-{i}") is not None
+    inventory_after = await store.load(repo.name)
+    assert inventory_before is not None
+    assert inventory_after is not None
+    assert inventory_after.keys == inventory_before.keys
+
+
+async def test_drift_is_reverted_from_the_watch_and_hpa_replicas_are_left_alone(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
+) -> None:
+    """An edit of a managed field is reverted without a poll; an autoscaler's replica change is not."""
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "api", "namespace": namespace},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"},
+            "minReplicas": 1,
+            "maxReplicas": 10,
+        },
+    }
+    repo.set_objects([deployment("api", namespace, replicas=3), hpa])
+    assert (await sync(engine, repo)).ok
+    key = ObjectKey("apps", "Deployment", namespace, "api")
+
+    # someone edits the image (as `kubectl edit` would: another field manager, forced)
+    edit = deployment("api", namespace, image="registry.invalid/hacked:1")
+    del edit["spec"]["replicas"]
+    started = time.monotonic()
+    await kube.request(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{namespace}/deployments/api",
+        query=[("fieldManager", "kubectl-edit"), ("force", "true")],
+        body=edit,
+        content_type="application/apply-patch+yaml",
+    )
+
+    async def reverted() -> bool:
+        live = await kube.get("apps/v1", "Deployment", namespace, "api")
+        return (
+            bool(live)
+            and live["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.invalid/app:1"
+        )
+
+    await eventually(reverted, timeout=10, interval=0.05, what="the drift to be reverted")
+    print(f"drift reverted {time.monotonic() - started:.2f} s after the edit")
+    assert any(e.key == key and e.action == Action.CONFIGURED for e in engine.drift_events)
+
+    # the autoscaler (or a human) scales the workload: not drift, no correction
+    corrections = len(engine.drift_events)
+    await kube.request(
+        "PATCH",
+        f"/apis/apps/v1/namespaces/{namespace}/deployments/api/scale",
+        query=[("fieldManager", "horizontal-pod-autoscaler")],
+        body={"spec": {"replicas": 6}},
+        content_type="application/merge-patch+json",
+    )
+    assert engine.cache is not None
+    cache = engine.cache
+
+    async def cache_sees_six() -> bool:
+        live = cache.get(key)
+        return bool(live) and live["spec"]["replicas"] == 6
+
+    await eventually(cache_sees_six, timeout=10, what="the watch to deliver the scale change")
+    await asyncio.sleep(0)  # let any correction task that was scheduled start
+    assert len(engine.drift_events) == corrections
+    live = await kube.get("apps/v1", "Deployment", namespace, "api")
+    assert live is not None
+    assert live["spec"]["replicas"] == 6
+    # and a re-sync leaves the autoscaler's value alone too
+    result = await sync(engine, repo)
+    assert result.ok, result.message
+    live = await kube.get("apps/v1", "Deployment", namespace, "api")
+    assert live is not None
+    assert live["spec"]["replicas"] == 6
+
+
+async def test_hpa_handoff_keeps_replicas_when_an_hpa_is_added(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
+) -> None:
+    """Adding an HPA for a Deployment we scaled from Git does not scale it down to one replica."""
+    repo.set_objects([deployment("api", namespace, replicas=4)])
+    assert (await sync(engine, repo)).ok
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "api", "namespace": namespace},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"},
+            "minReplicas": 2,
+            "maxReplicas": 10,
+        },
+    }
+    repo.set_objects([deployment("api", namespace, replicas=4), hpa])
+    result = await sync(engine, repo)
+    assert result.ok, result.message
+    live = await kube.get("apps/v1", "Deployment", namespace, "api")
+    assert live is not None
+    assert live["spec"]["replicas"] == 4
+    managers = {
+        e["manager"]
+        for e in live["metadata"]["managedFields"]
+        if "f:replicas" in e.get("fieldsV1", {}).get("f:spec", {})
+    }
+    assert "reconciler" not in managers
+
+
+async def test_immutable_field_change_is_a_clear_error_and_recreates_with_the_annotation(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
+) -> None:
+    """Changing a Deployment's selector is refused with advice; with the annotation it is recreated."""
+    repo.set_objects([deployment("api", namespace, labels={"app": "api"})])
+    assert (await sync(engine, repo)).ok
+    first = await kube.get("apps/v1", "Deployment", namespace, "api")
+    assert first is not None
+
+    changed = deployment("api", namespace, labels={"app": "api", "tier": "backend"})
+    repo.set_objects([changed])
+    refused = await sync(engine, repo)
+    assert refused.condition == "Stalled"
+    assert "immutable" in refused.message
+    assert "reconciler.dev/recreate-on-immutable" in refused.message
+    assert f"Deployment/{namespace}/api" in refused.message
+
+    changed["metadata"]["annotations"] = {"reconciler.dev/recreate-on-immutable": "true"}
+    repo.set_objects([changed])
+    recreated = await sync(engine, repo)
+    assert recreated.ok, recreated.message
+    second = await kube.get("apps/v1", "Deployment", namespace, "api")
+    assert second is not None
+    assert second["metadata"]["uid"] != first["metadata"]["uid"]
+    assert second["spec"]["selector"]["matchLabels"] == {"app": "api", "tier": "backend"}
+
+
+async def test_dry_run_writes_nothing_and_reports_changes(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
+) -> None:
+    """sync --dry-run validates and reports what would change, and writes nothing."""
+    repo.set_objects([config_map("a", namespace), config_map("b", namespace)])
+    result = await sync(engine, repo, dry_run=True)
+    assert result.reason == "DryRun"
+    assert actions(result) == {f"ConfigMap/{namespace}/a": "created", f"ConfigMap/{namespace}/b": "created"}
+    assert await kube.get("v1", "ConfigMap", namespace, "a") is None
+    assert await InventoryStore(kube).load(repo.name) is None
+
+
+async def test_mass_prune_is_blocked_until_overridden(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
+) -> None:
+    """Deleting 3 of 4 objects is blocked; the explicit override lets it happen."""
+    repo.set_objects([config_map(f"cm-{i}", namespace) for i in range(4)])
+    assert (await sync(engine, repo)).ok
+    repo.set_objects([config_map("cm-0", namespace)])
+    blocked = await sync(engine, repo)
+    assert blocked.reason == "PruneBlocked"
+    assert "3 of 4" in blocked.message
+    assert await kube.get("v1", "ConfigMap", namespace, "cm-3") is not None
+    allowed = await sync(engine, repo, prune=PruneOptions(allow_mass_prune=True))
+    assert allowed.ok, allowed.message
+    assert await kube.get("v1", "ConfigMap", namespace, "cm-3") is None
