@@ -104,7 +104,11 @@ async def _render(args: argparse.Namespace) -> int:
 async def _client(args: argparse.Namespace) -> KubeClient:
     try:
         path = args.kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+        if path and not await asyncio.to_thread(os.path.isfile, path):
+            raise CommandError(f"cannot load kubeconfig {path}: the file does not exist")
         return await KubeClient.from_kubeconfig(path, args.context)
+    except CommandError:
+        raise
     except Exception as exc:  # kubeconfig loading raises many types
         raise CommandError(f"cannot load kubeconfig {args.kubeconfig or '(default)'}: {exc}") from None
 
