@@ -7,10 +7,12 @@ Semantics a user can rely on:
 
 * **Validation before the first write.** Every object that may change is applied with
   ``dryRun=All`` first, concurrently. If any is refused, nothing is written for that revision and the
-  error names every refused object with the API server's message. Custom resources whose
-  CustomResourceDefinition arrives in the same change cannot be dry-run before the CRD exists: they are
-  validated right after the CRD stage is applied and Established, before any other write; if they are
-  refused then, only the CRD stage has been written.
+  error names every refused object with the API server's message. Objects in a namespace that the same
+  change creates are dry-run in the ``default`` namespace instead (schema, defaulting and admission
+  all run; only namespace-specific policy does not). Custom resources whose CustomResourceDefinition
+  arrives in the same change cannot be dry-run before the CRD exists: they are validated right after
+  the CRD and Namespace stage is applied and Established, before any other write; if they are refused
+  then, only that stage has been written.
 * **No needless writes.** An object whose manifest hash equals the one recorded in the inventory and
   whose live state already holds every desired field is not even dry-run; an object whose dry-run
   result equals the live object is not written. A no-op re-sync with warm watch caches makes no write.
@@ -320,8 +322,11 @@ class Engine:
             for item in items.values()
             if item.deferred and item.manifest.key.namespace in new_namespaces and item.crd_known
         ]
-        failures = await self._dry_run_all(candidates, options.concurrency)
-        failures += await self._dry_run_all(stand_ins, options.concurrency, stand_in_namespace="default")
+        direct, stood_in = await asyncio.gather(
+            self._dry_run_all(candidates, options.concurrency),
+            self._dry_run_all(stand_ins, options.concurrency, stand_in_namespace="default"),
+        )
+        failures = sorted(direct + stood_in)
         if failures:
             raise SyncFailedError(
                 "ValidationFailed", self._failure_message(failures, "refused by the API server")
@@ -335,9 +340,13 @@ class Engine:
             f"validated {len(candidates)} objects by server-side dry-run; "
             f"{len(to_write)} to apply, {len(items) - len(to_write)} unchanged"
             + (
-                f"; {len(deferred)} objects in new namespaces or of new CRDs are validated again "
-                "right after the namespaces and CRDs exist"
-                if deferred
+                f"; {len(deferred)} objects in new namespaces were validated in a stand-in namespace"
+                if any(item.crd_known for item in deferred)
+                else ""
+            )
+            + (
+                "; custom resources of new CRDs are validated once their CRDs are established"
+                if any(not item.crd_known for item in deferred)
                 else ""
             )
         )
@@ -372,7 +381,9 @@ class Engine:
         }
         clock = time.monotonic()
         try:
-            pending = [item for item in items.values() if item.deferred]
+            # objects of CRDs that did not exist are validated once the CRDs are established; objects in
+            # new namespaces were validated in a stand-in namespace and are not dry-run a second time
+            pending = [item for item in items.values() if item.deferred and not item.crd_known]
             for stage in stages:
                 if pending and stage.name != "cluster-definitions":
                     await self._validate_deferred(pending, options, result, progress)
@@ -534,8 +545,16 @@ class Engine:
             for item in items.values()
             if item.manifest.key.kind == "Namespace" and item.manifest.key.group == "" and item.live is None
         ]
-        lives = await asyncio.gather(*(self.client.get("v1", "Namespace", "", name) for name in candidates))
-        return {name for name, live in zip(candidates, lives, strict=True) if live is None}
+        if not candidates:
+            return set()
+        if len(candidates) <= 3:
+            lives = await asyncio.gather(
+                *(self.client.get("v1", "Namespace", "", name) for name in candidates)
+            )
+            return {name for name, live in zip(candidates, lives, strict=True) if live is None}
+        existing, _ = await self.client.list(await self.client.resource("v1", "Namespace"))
+        names = {str(ns["metadata"]["name"]) for ns in existing}
+        return {name for name in candidates if name not in names}
 
     async def _validate_deferred(
         self, pending: Sequence[_Item], options: SyncOptions, result: SyncResult, progress: Progress

@@ -75,8 +75,18 @@ def _split_api_version(api_version: str) -> tuple[str, str]:
 class KubeClient:
     """An authenticated connection to one API server."""
 
-    def __init__(self, api: k8s_client.ApiClient, *, request_timeout: float = 30.0, retries: int = 3) -> None:
+    def __init__(
+        self,
+        api: k8s_client.ApiClient,
+        *,
+        request_timeout: float = 30.0,
+        retries: int = 3,
+        max_in_flight: int = 32,
+    ) -> None:
         self.api = api
+        # One bound for every short request of this client (watches are not counted): the connection
+        # pool stays small (each new connection costs a TLS handshake) and the API server is not flooded.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         self.request_timeout = request_timeout
         self.retries = retries
         self.requests: Counter[tuple[str, int]] = Counter()
@@ -152,11 +162,12 @@ class KubeClient:
         attempts = 1 if method == "POST" else self.retries
         for attempt in range(1, attempts + 1):
             try:
-                response = await self._send(method, path, query, body, content_type, timeout)
-                try:
-                    data = await response.read()
-                finally:
-                    response.release()
+                async with self._in_flight:
+                    response = await self._send(method, path, query, body, content_type, timeout)
+                    try:
+                        data = await response.read()
+                    finally:
+                        response.release()
                 self.requests[(method, response.status)] += 1
                 if 200 <= response.status < 300:
                     decoded = json.loads(data) if data else {}
