@@ -13,7 +13,7 @@ import pytest
 from reconciler.devcluster.build import Toolchain
 from reconciler.health import HealthStatus
 from reconciler.inventory import InventoryStore
-from reconciler.kube import KubeClient
+from reconciler.kube import ApplyOptions, KubeClient
 from reconciler.kube.cache import LiveCache
 from reconciler.objects import Action, ObjectKey
 from reconciler.plan.prune import PruneOptions
@@ -456,3 +456,38 @@ async def test_mass_prune_is_blocked_until_overridden(
     allowed = await sync(engine, repo, prune=PruneOptions(allow_mass_prune=True))
     assert allowed.ok, allowed.message
     assert await kube.get("v1", "ConfigMap", namespace, "cm-3") is None
+
+
+async def test_health_timeout_names_the_unhealthy_objects_and_why(
+    engine: Engine, repo: EnvRepo, namespace: str
+) -> None:
+    """A Deployment whose pods cannot be scheduled stalls the stage with a message naming it."""
+    stuck = deployment("stuck", namespace)
+    stuck["spec"]["template"]["spec"]["nodeSelector"] = {"no-such-node": "true"}
+    repo.set_objects([stuck, config_map("cfg", namespace)])
+    result = await sync(engine, repo, health_timeout=3)
+    assert result.condition == "Stalled"
+    assert result.reason == "HealthCheckFailed"
+    assert f"Deployment/{namespace}/stuck: Progressing: 0 of 1 updated replicas available" in result.message
+    assert "ConfigMap" not in result.message
+
+
+async def test_conflicts_are_forced_unless_the_object_opts_out(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
+) -> None:
+    """A field owned by another manager is taken over by default, and refused with force-conflicts false."""
+    await kube.apply(config_map("shared", namespace, owner="other"), ApplyOptions(field_manager="other-tool"))
+    polite = config_map("shared", namespace, owner="reconciler")
+    polite["metadata"]["annotations"] = {"reconciler.dev/force-conflicts": "false"}
+    repo.set_objects([polite])
+    refused = await sync(engine, repo)
+    assert refused.condition == "Stalled"
+    assert "conflict" in refused.message.lower()
+    assert f"ConfigMap/{namespace}/shared" in refused.message
+
+    repo.set_objects([config_map("shared", namespace, owner="reconciler")])
+    forced = await sync(engine, repo)
+    assert forced.ok, forced.message
+    live = await kube.get("v1", "ConfigMap", namespace, "shared")
+    assert live is not None
+    assert live["data"] == {"owner": "reconciler"}
