@@ -1,0 +1,426 @@
+"""The daemon's typed configuration: a YAML file plus environment-variable overrides, validated at start.
+
+Policy lives here, not in the environments repository, so a committer cannot change what the daemon is
+allowed to do (prune, render options, webhook secrets). Secrets are never written in the file itself:
+they are read from files (``secret_file``, ``token_file``, ``ssh_key_file``) or from environment
+variables (``RECONCILER_WEBHOOK_<PROVIDER>_SECRET``, ``RECONCILER_GIT_TOKEN``).
+
+Every validation error names the field (``environments[1].path: ...``) and says what is expected.
+Environment overrides: ``RECONCILER_LISTEN``, ``RECONCILER_LOG_LEVEL``, ``RECONCILER_CACHE_DIR``,
+``RECONCILER_REPOSITORY_URL``, ``RECONCILER_REPOSITORY_BRANCH``, ``RECONCILER_POLL_INTERVAL``,
+``RECONCILER_LEADER_ELECTION`` (true/false), ``RECONCILER_IDENTITY``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROVIDERS = ("github", "gitlab", "gitea", "bitbucket", "generic")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to authenticate to the Git remote (all optional)."""
+
+    token_file: Path | None = None
+    username: str = "x-access-token"
+    ssh_key_file: Path | None = None
+    known_hosts_file: Path | None = None
+
+    def token(self) -> str:
+        """The HTTPS token, from RECONCILER_GIT_TOKEN or token_file ("" when none)."""
+        if os.environ.get("RECONCILER_GIT_TOKEN"):
+            return os.environ["RECONCILER_GIT_TOKEN"]
+        if self.token_file:
+            return self.token_file.read_text(encoding="utf-8").strip()
+        return ""
+
+
+@dataclass(frozen=True)
+class RepositoryConfig:
+    """The environments repository."""
+
+    url: str
+    branch: str = "main"
+    poll_interval: float = 60.0
+    poll_jitter: float = 0.1
+    credentials: Credentials = field(default_factory=Credentials)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A target cluster: in-cluster service account, or a kubeconfig and context."""
+
+    name: str
+    in_cluster: bool = False
+    kubeconfig: Path | None = None
+    context: str | None = None
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    """One environment: a kustomize directory of the repository synced to one cluster."""
+
+    name: str
+    path: str
+    cluster: str
+    prune: bool = True
+    max_prune_share: float = 0.5
+    prune_protected_kinds: bool = False
+    health_timeout: float = 300.0
+    allow_remote_bases: bool = False
+    allow_helm: bool = False
+    allow_plugins: bool = False
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Push webhooks: one secret per provider, and limits."""
+
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    insecure_no_secret: bool = False
+    max_body_bytes: int = 1024 * 1024
+    body_timeout: float = 10.0
+    rate_limit: int = 60
+    rate_window: float = 60.0
+
+    def secret(self, provider: str) -> str:
+        """The provider's secret ("" when none is configured)."""
+        return self.secrets.get(provider, "")
+
+
+@dataclass(frozen=True)
+class LeaderElectionConfig:
+    """Lease-based leader election: only the leader writes to clusters."""
+
+    enabled: bool = True
+    cluster: str = ""
+    namespace: str = "reconciler-system"
+    lease_name: str = "reconciler-leader"
+    lease_duration: float = 15.0
+    renew_interval: float = 2.0
+    identity: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the daemon needs to start."""
+
+    repository: RepositoryConfig
+    clusters: tuple[ClusterConfig, ...]
+    environments: tuple[EnvironmentConfig, ...]
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
+    listen: str = "127.0.0.1:8080"
+    cache_dir: Path = Path("/tmp/reconciler")  # noqa: S108 - overridden in every real deployment
+    log_level: str = "info"
+    kustomize: Path | None = None
+    resync_interval: float = 600.0
+    workers: int = 4
+    inventory_namespace: str = "reconciler-system"
+
+    @property
+    def listen_host(self) -> str:
+        """Host part of ``listen``."""
+        return self.listen.rsplit(":", 1)[0] or "0.0.0.0"  # noqa: S104
+
+    @property
+    def listen_port(self) -> int:
+        """Port part of ``listen``."""
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
+        raise ConfigError(f"{where}: expected {what}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _number(raw: Mapping[str, Any], key: str, where: str, default: float, minimum: float = 0.0) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", value)
+        if match is None:
+            raise ConfigError(
+                f"{where}.{key}: expected a number of seconds or a duration like 30s, 5m; got {value!r}"
+            )
+        factor = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+        value = float(match.group(1)) * factor
+    _expect(value, (int, float), f"{where}.{key}", "a number")
+    if float(value) < minimum:
+        raise ConfigError(f"{where}.{key}: must be at least {minimum}, got {value}")
+    return float(value)
+
+
+def _bool(raw: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    return bool(_expect(value, bool, f"{where}.{key}", "true or false"))
+
+
+def _path(raw: Mapping[str, Any], key: str, where: str, base: Path) -> Path | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    _expect(value, str, f"{where}.{key}", "a file path")
+    path = (base / value).resolve() if not os.path.isabs(value) else Path(value)
+    if not path.exists():
+        raise ConfigError(f"{where}.{key}: {path} does not exist")
+    return path
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    return dict(_expect(value, dict, where, "a mapping"))
+
+
+def _unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(raw) - allowed)
+    if extra:
+        raise ConfigError(
+            f"{where}: unknown field(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _secret(raw: Mapping[str, Any], provider: str, base: Path) -> str:
+    env = os.environ.get(f"RECONCILER_WEBHOOK_{provider.upper()}_SECRET")
+    if env:
+        return env
+    where = f"webhooks.{provider}"
+    section = _mapping(raw.get(provider), where)
+    _unknown(section, {"secret_file"}, where)
+    path = _path(section, "secret_file", where, base)
+    if path is None:
+        return ""
+    secret = path.read_text(encoding="utf-8").strip()
+    if len(secret) < 16:
+        raise ConfigError(f"{where}.secret_file: the secret is shorter than 16 characters; use a random one")
+    return secret
+
+
+def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate a configuration mapping (``base`` resolves relative file paths)."""
+    env = os.environ if environ is None else environ
+    raw = dict(raw)
+    _unknown(
+        raw,
+        {
+            "repository",
+            "clusters",
+            "environments",
+            "webhooks",
+            "leader_election",
+            "listen",
+            "cache_dir",
+            "log_level",
+            "kustomize",
+            "resync_interval",
+            "workers",
+            "inventory_namespace",
+        },
+        "config",
+    )
+    repo_raw = dict(_mapping(raw.get("repository"), "repository"))
+    if env.get("RECONCILER_REPOSITORY_URL"):
+        repo_raw["url"] = env["RECONCILER_REPOSITORY_URL"]
+    if env.get("RECONCILER_REPOSITORY_BRANCH"):
+        repo_raw["branch"] = env["RECONCILER_REPOSITORY_BRANCH"]
+    if env.get("RECONCILER_POLL_INTERVAL"):
+        repo_raw["poll_interval"] = env["RECONCILER_POLL_INTERVAL"]
+    _unknown(repo_raw, {"url", "branch", "poll_interval", "poll_jitter", "credentials"}, "repository")
+    if not repo_raw.get("url"):
+        raise ConfigError("repository.url: required (the Git URL of the environments repository)")
+    creds_raw = _mapping(repo_raw.get("credentials"), "repository.credentials")
+    _unknown(
+        creds_raw, {"token_file", "username", "ssh_key_file", "known_hosts_file"}, "repository.credentials"
+    )
+    credentials = Credentials(
+        token_file=_path(creds_raw, "token_file", "repository.credentials", base),
+        username=str(creds_raw.get("username", "x-access-token")),
+        ssh_key_file=_path(creds_raw, "ssh_key_file", "repository.credentials", base),
+        known_hosts_file=_path(creds_raw, "known_hosts_file", "repository.credentials", base),
+    )
+    if credentials.ssh_key_file and not credentials.known_hosts_file:
+        raise ConfigError(
+            "repository.credentials.known_hosts_file: required with ssh_key_file (host keys are verified)"
+        )
+    repository = RepositoryConfig(
+        url=str(_expect(repo_raw["url"], str, "repository.url", "a URL")),
+        branch=str(_expect(repo_raw.get("branch", "main"), str, "repository.branch", "a branch name")),
+        poll_interval=_number(repo_raw, "poll_interval", "repository", 60.0, minimum=1.0),
+        poll_jitter=_number(repo_raw, "poll_jitter", "repository", 0.1),
+        credentials=credentials,
+    )
+
+    clusters_raw = _expect(raw.get("clusters") or [], list, "clusters", "a list")
+    clusters: list[ClusterConfig] = []
+    for index, cluster_raw in enumerate(clusters_raw):
+        where = f"clusters[{index}]"
+        item = _mapping(cluster_raw, where)
+        _unknown(item, {"name", "in_cluster", "kubeconfig", "context"}, where)
+        name = str(item.get("name", ""))
+        if not _NAME.fullmatch(name):
+            raise ConfigError(f"{where}.name: expected a lower-case DNS label, got {name!r}")
+        in_cluster = _bool(item, "in_cluster", where, False)
+        kubeconfig = _path(item, "kubeconfig", where, base)
+        if not in_cluster and kubeconfig is None:
+            raise ConfigError(f"{where}: set in_cluster: true or a kubeconfig")
+        clusters.append(ClusterConfig(name, in_cluster, kubeconfig, item.get("context")))
+    if not clusters:
+        raise ConfigError("clusters: at least one cluster is required")
+    names = [c.name for c in clusters]
+    if len(set(names)) != len(names):
+        raise ConfigError("clusters: names must be unique")
+
+    envs_raw = _expect(raw.get("environments") or [], list, "environments", "a list")
+    environments: list[EnvironmentConfig] = []
+    for index, env_raw in enumerate(envs_raw):
+        where = f"environments[{index}]"
+        item = _mapping(env_raw, where)
+        _unknown(
+            item,
+            {
+                "name",
+                "path",
+                "cluster",
+                "prune",
+                "max_prune_share",
+                "prune_protected_kinds",
+                "health_timeout",
+                "allow_remote_bases",
+                "allow_helm",
+                "allow_plugins",
+            },
+            where,
+        )
+        name = str(item.get("name", ""))
+        if not _NAME.fullmatch(name):
+            raise ConfigError(f"{where}.name: expected a lower-case DNS label, got {name!r}")
+        path = str(_expect(item.get("path", ""), str, f"{where}.path", "a path inside the repository"))
+        if not path or os.path.isabs(path) or ".." in Path(path).parts:
+            raise ConfigError(f"{where}.path: expected a relative path inside the repository, got {path!r}")
+        cluster = str(item.get("cluster") or clusters[0].name)
+        if cluster not in names:
+            raise ConfigError(f"{where}.cluster: no cluster named {cluster!r} (known: {', '.join(names)})")
+        share = _number(item, "max_prune_share", where, 0.5)
+        if share > 1:
+            raise ConfigError(f"{where}.max_prune_share: a share between 0 and 1, got {share}")
+        environments.append(
+            EnvironmentConfig(
+                name=name,
+                path=path,
+                cluster=cluster,
+                prune=_bool(item, "prune", where, True),
+                max_prune_share=share,
+                prune_protected_kinds=_bool(item, "prune_protected_kinds", where, False),
+                health_timeout=_number(item, "health_timeout", where, 300.0, minimum=1.0),
+                allow_remote_bases=_bool(item, "allow_remote_bases", where, False),
+                allow_helm=_bool(item, "allow_helm", where, False),
+                allow_plugins=_bool(item, "allow_plugins", where, False),
+            )
+        )
+    if not environments:
+        raise ConfigError("environments: at least one environment is required")
+    env_names = [e.name for e in environments]
+    if len(set(env_names)) != len(env_names):
+        raise ConfigError("environments: names must be unique")
+
+    hooks_raw = _mapping(raw.get("webhooks"), "webhooks")
+    _unknown(
+        hooks_raw,
+        {*PROVIDERS, "insecure_no_secret", "max_body_bytes", "body_timeout", "rate_limit", "rate_window"},
+        "webhooks",
+    )
+    secrets = {provider: _secret(hooks_raw, provider, base) for provider in PROVIDERS}
+    webhooks = WebhookConfig(
+        secrets={k: v for k, v in secrets.items() if v},
+        insecure_no_secret=_bool(hooks_raw, "insecure_no_secret", "webhooks", False),
+        max_body_bytes=int(_number(hooks_raw, "max_body_bytes", "webhooks", 1024 * 1024, minimum=1024)),
+        body_timeout=_number(hooks_raw, "body_timeout", "webhooks", 10.0, minimum=0.1),
+        rate_limit=int(_number(hooks_raw, "rate_limit", "webhooks", 60, minimum=1)),
+        rate_window=_number(hooks_raw, "rate_window", "webhooks", 60.0, minimum=1.0),
+    )
+    if not webhooks.secrets and not webhooks.insecure_no_secret:
+        raise ConfigError(
+            "webhooks: no webhook secret is configured. Set webhooks.<provider>.secret_file (or "
+            "RECONCILER_WEBHOOK_<PROVIDER>_SECRET); for local development only, set "
+            "webhooks.insecure_no_secret: true"
+        )
+
+    leader_raw = _mapping(raw.get("leader_election"), "leader_election")
+    _unknown(
+        leader_raw,
+        {"enabled", "cluster", "namespace", "lease_name", "lease_duration", "renew_interval", "identity"},
+        "leader_election",
+    )
+    enabled = _bool(leader_raw, "enabled", "leader_election", True)
+    if env.get("RECONCILER_LEADER_ELECTION"):
+        enabled = env["RECONCILER_LEADER_ELECTION"].lower() in ("1", "true", "yes")
+    lease_cluster = str(leader_raw.get("cluster") or clusters[0].name)
+    if lease_cluster not in names:
+        raise ConfigError(f"leader_election.cluster: no cluster named {lease_cluster!r}")
+    duration = _number(leader_raw, "lease_duration", "leader_election", 15.0, minimum=2.0)
+    renew = _number(leader_raw, "renew_interval", "leader_election", 2.0, minimum=0.1)
+    if renew >= duration / 2:
+        raise ConfigError("leader_election.renew_interval: must be less than half of lease_duration")
+    identity = env.get("RECONCILER_IDENTITY") or str(leader_raw.get("identity") or "")
+    leader = LeaderElectionConfig(
+        enabled=enabled,
+        cluster=lease_cluster,
+        namespace=str(leader_raw.get("namespace", "reconciler-system")),
+        lease_name=str(leader_raw.get("lease_name", "reconciler-leader")),
+        lease_duration=duration,
+        renew_interval=renew,
+        identity=identity or f"{socket.gethostname()}-{os.getpid()}",
+    )
+
+    listen = str(env.get("RECONCILER_LISTEN") or raw.get("listen", "127.0.0.1:8080"))
+    if not re.fullmatch(r"[^:]*:\d{1,5}", listen):
+        raise ConfigError(f"listen: expected HOST:PORT, got {listen!r}")
+    log_level = str(env.get("RECONCILER_LOG_LEVEL") or raw.get("log_level", "info")).lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log_level: one of debug, info, warning, error; got {log_level!r}")
+    cache_dir = Path(str(env.get("RECONCILER_CACHE_DIR") or raw.get("cache_dir") or "/tmp/reconciler"))  # noqa: S108
+    kustomize = _path(raw, "kustomize", "config", base)
+    return Settings(
+        repository=repository,
+        clusters=tuple(clusters),
+        environments=tuple(environments),
+        webhooks=webhooks,
+        leader_election=leader,
+        listen=listen,
+        cache_dir=cache_dir if cache_dir.is_absolute() else (base / cache_dir),
+        log_level=log_level,
+        kustomize=kustomize,
+        resync_interval=_number(raw, "resync_interval", "config", 600.0, minimum=5.0),
+        workers=int(_number(raw, "workers", "config", 4, minimum=1)),
+        inventory_namespace=str(raw.get("inventory_namespace", "reconciler-system")),
+    )
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a configuration file."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return parse(raw, path.resolve().parent, environ)

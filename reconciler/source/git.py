@@ -1,0 +1,145 @@
+"""A local mirror of the environments repository (gitpython), fetched on demand, with snapshots.
+
+* ``fetch()`` clones (``--mirror``) once, then fetches, and returns the head commit of the branch.
+  Credentials never appear on a command line: an HTTPS token travels as an ``http.extraHeader`` set
+  through ``GIT_CONFIG_*`` environment variables, an SSH key through ``GIT_SSH_COMMAND`` with strict host
+  key checking against the configured known_hosts. Git never prompts (``GIT_TERMINAL_PROMPT=0``) and
+  every command has a timeout.
+* ``snapshot(sha)`` checks one revision out into ``snapshots/<sha>/``, a directory that is never
+  modified afterwards; renders read only from snapshots. The newest few are kept.
+* Error messages redact credentials embedded in URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import git
+
+from reconciler.settings import RepositoryConfig
+
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
+_KEEP_SNAPSHOTS = 4
+_TIMEOUT = 120
+
+
+class GitError(Exception):
+    """A Git operation failed; the message is safe to show (no credentials)."""
+
+
+def redact_url(text: str) -> str:
+    """Remove ``user:password@`` from URLs in ``text``."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+class GitSource:
+    """The environments repository, mirrored under ``cache_dir``."""
+
+    def __init__(self, config: RepositoryConfig, cache_dir: Path) -> None:
+        self.config = config
+        self.cache_dir = cache_dir
+        self.mirror = cache_dir / "mirror.git"
+        self.snapshots = cache_dir / "snapshots"
+        self.fetches = 0
+
+    def _env(self) -> dict[str, str]:
+        env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false"}
+        credentials = self.config.credentials
+        token = credentials.token()
+        if token:
+            basic = base64.b64encode(f"{credentials.username}:{token}".encode()).decode()
+            env.update(
+                {
+                    "GIT_CONFIG_COUNT": "1",
+                    "GIT_CONFIG_KEY_0": "http.extraHeader",
+                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+                }
+            )
+        if credentials.ssh_key_file:
+            env["GIT_SSH_COMMAND"] = (
+                f"ssh -i {credentials.ssh_key_file} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes "
+                f"-o UserKnownHostsFile={credentials.known_hosts_file} -o BatchMode=yes"
+            )
+        return env
+
+    def _fetch_blocking(self) -> str:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        env = self._env()
+        try:
+            if not (self.mirror / "HEAD").exists():
+                shutil.rmtree(self.mirror, ignore_errors=True)
+                partial = Path(tempfile.mkdtemp(prefix="mirror-", dir=self.cache_dir))
+                git.Repo.clone_from(
+                    self.config.url, partial, mirror=True, env=env, kill_after_timeout=_TIMEOUT
+                )
+                partial.rename(self.mirror)
+            else:
+                repo = git.Repo(self.mirror)
+                repo.git.fetch("origin", "--prune", env=env, kill_after_timeout=_TIMEOUT)
+            repo = git.Repo(self.mirror)
+            sha: str = repo.git.rev_parse(f"refs/heads/{self.config.branch}^{{commit}}")
+        except git.GitCommandError as exc:
+            detail = redact_url(str(exc.stderr or exc).strip().replace("\n", " "))[:500]
+            raise GitError(
+                f"fetching {redact_url(self.config.url)} (branch {self.config.branch}) failed: {detail}"
+            ) from None
+        except (git.GitError, OSError) as exc:
+            raise GitError(
+                f"fetching {redact_url(self.config.url)} failed: {redact_url(str(exc))[:500]}"
+            ) from None
+        finally:
+            self.fetches += 1
+        return sha
+
+    async def fetch(self) -> str:
+        """Fetch the remote and return the branch's head commit."""
+        return await asyncio.to_thread(self._fetch_blocking)
+
+    def _snapshot_blocking(self, sha: str) -> Path:
+        target = self.snapshots / sha
+        if target.is_dir():
+            return target
+        self.snapshots.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}-", dir=self.snapshots))
+        index = work.with_suffix(".index")
+        try:
+            repo = git.Repo(self.mirror)
+            repo.git.execute(
+                ["git", f"--work-tree={work}", "checkout", "-f", sha, "--", "."],
+                env={"GIT_INDEX_FILE": str(index)},
+                kill_after_timeout=_TIMEOUT,
+            )
+            work.rename(target)
+        except (git.GitError, OSError) as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            raise GitError(f"checking out {sha[:12]} failed: {redact_url(str(exc))[:500]}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                index.unlink()
+        self._prune_snapshots(keep=target)
+        return target
+
+    def _prune_snapshots(self, keep: Path) -> None:
+        entries = sorted(
+            (p for p in self.snapshots.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in entries[_KEEP_SNAPSHOTS:]:
+            if old != keep:
+                shutil.rmtree(old, ignore_errors=True)
+
+    async def snapshot(self, sha: str) -> Path:
+        """A directory holding exactly revision ``sha`` (created once, never modified)."""
+        return await asyncio.to_thread(self._snapshot_blocking, sha)
+
+    def commit_info(self, sha: str) -> dict[str, str]:
+        """Author and subject of a commit (for status and promotions)."""
+        commit = git.Repo(self.mirror).commit(sha)
+        return {"author": f"{commit.author.name} <{commit.author.email}>", "subject": str(commit.summary)}

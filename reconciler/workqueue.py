@@ -1,0 +1,136 @@
+"""The daemon's work queue: per-key deduplication, retries with backoff and jitter, bounded workers.
+
+Semantics follow client-go's workqueue: a key is queued at most once; a key added while it is being
+processed is marked dirty and processed once more afterwards (never twice at the same time); failed
+keys come back after an exponential backoff with jitter. Keys are strings such as ``fetch`` or
+``env:staging``; a burst of events for one key collapses into one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, per key."""
+
+    base: float = 0.5
+    cap: float = 60.0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def next_delay(self, key: str) -> float:
+        """Delay before the next retry of ``key`` (and count the failure)."""
+        count = self.failures.get(key, 0)
+        self.failures[key] = count + 1
+        ceiling: float = min(self.cap, self.base * 2.0**count)
+        return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311
+
+    def reset(self, key: str) -> None:
+        """Forget the failures of ``key`` after a success."""
+        self.failures.pop(key, None)
+
+
+class WorkQueue:
+    """Deduplicating queue served by a bounded pool of workers."""
+
+    def __init__(self, handler: Handler, *, workers: int = 4, backoff: Backoff | None = None) -> None:
+        self.handler = handler
+        self.workers = workers
+        self.backoff = backoff or Backoff()
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._processing: set[str] = set()
+        self._dirty: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self.processed = 0
+
+    def add(self, key: str) -> None:
+        """Queue ``key`` unless it is already queued; mark it dirty if it is being processed."""
+        if self._closed:
+            return
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._queue.put_nowait(key)
+
+    def add_after(self, key: str, delay: float) -> None:
+        """Queue ``key`` after ``delay`` seconds (an earlier ``add`` wins)."""
+        if self._closed or key in self._queued:
+            return
+        existing = self._timers.get(key)
+        if existing is not None and existing.when() <= asyncio.get_running_loop().time() + delay:
+            return
+        if existing is not None:
+            existing.cancel()
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._fire, key)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def start(self) -> None:
+        """Start the workers."""
+        for index in range(self.workers):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"worker-{index}"))
+
+    @property
+    def busy(self) -> bool:
+        """True while any key is queued or being processed."""
+        return bool(self._queued or self._processing)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._processing.add(key)
+            try:
+                await self.handler(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one failing key must not stop the worker
+                delay = self.backoff.next_delay(key)
+                log.warning("work failed; retrying", key=key, error=str(exc), retry_in=round(delay, 2))
+                self.add_after(key, delay)
+            else:
+                self.backoff.reset(key)
+            finally:
+                self.processed += 1
+                self._processing.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.add(key)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop taking work; let running handlers finish for up to ``timeout`` s, then cancel them."""
+        self._closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        deadline = time.monotonic() + timeout
+        while self._processing and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded drain
+            await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
