@@ -209,8 +209,44 @@ def _runner(handler: Any) -> Any:
     return run
 
 
+def _run_daemon(args: argparse.Namespace) -> int:
+    from reconciler import daemon, settings  # noqa: PLC0415 - keep one-shot commands light
+
+    try:
+        config = settings.load(Path(args.config))
+    except settings.ConfigError as exc:
+        if args.insecure_no_webhook_secret and "no webhook secret is configured" in str(exc):
+            raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+            raw.setdefault("webhooks", {})["insecure_no_secret"] = True
+            config = settings.parse(raw, Path(args.config).resolve().parent)
+        else:
+            raise CommandError(f"invalid configuration: {exc}") from None
+    logs.configure(config.log_level)
+    if config.webhooks.insecure_no_secret or args.insecure_no_webhook_secret:
+        import structlog  # noqa: PLC0415
+
+        structlog.get_logger("reconciler").warning(
+            "INSECURE: webhooks are accepted without a signature; anyone who can reach "
+            f"{config.listen} can trigger syncs. Use this for local development only."
+        )
+    kustomize = config.kustomize or find_kustomize()
+    asyncio.run(daemon.run(config, kustomize))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add render, diff and sync to the top-level parser."""
+    """Add run, render, diff and sync to the top-level parser."""
+    run = subparsers.add_parser(
+        "run", help="run the daemon (Git source, webhooks, work queue, leader election)"
+    )
+    run.add_argument("--config", required=True, help="configuration file (YAML); see deploy/ and README")
+    run.add_argument(
+        "--insecure-no-webhook-secret",
+        action="store_true",
+        help="accept unsigned webhooks when no secret is configured (local development only)",
+    )
+    run.set_defaults(handler=_run_daemon)
+
     render = subparsers.add_parser(
         "render", help="print an environment's objects in apply order (no cluster)"
     )

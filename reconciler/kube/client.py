@@ -304,6 +304,8 @@ class KubeClient:
         resource_version: str,
         *,
         label_selector: str = "",
+        field_selector: str = "",
+        namespace: str = "",
         timeout_seconds: int = 300,
     ) -> AsyncIterator[tuple[str, Body]]:
         """Stream (type, object) watch events from ``resource_version`` until the server ends the watch.
@@ -318,9 +320,11 @@ class KubeClient:
         ]
         if label_selector:
             query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
         try:
-            response = await self._send("GET", info.path(), query, None, JSON, timeout)
+            response = await self._send("GET", info.path(namespace), query, None, JSON, timeout)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self.requests[("WATCH", 0)] += 1
             raise TransientError(f"watch {info.plural}", f"API server unreachable: {exc}") from exc

@@ -155,6 +155,10 @@ class Renderer:
             ) from None
         return root, environment, label, key, sorted(inputs.resource_files)
 
+    def inputs_key(self, root: Path, environment: Path, options: RenderOptions) -> str:
+        """The cache key of an environment's inputs, without rendering (blocking: run in a thread)."""
+        return self._inputs(root, environment, options)[3]
+
     async def render(self, root: Path, environment: Path, options: RenderOptions) -> RenderResult:
         """Render ``environment`` (a directory inside the repository ``root``)."""
         started = time.monotonic()

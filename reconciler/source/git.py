@@ -97,6 +97,14 @@ class GitSource:
             self.fetches += 1
         return sha
 
+    def has_commit(self, sha: str) -> bool:
+        """True when the mirror holds commit ``sha``."""
+        try:
+            git.Repo(self.mirror).git.cat_file("-e", f"{sha}^{{commit}}")
+        except (git.GitError, OSError, ValueError):
+            return False
+        return True
+
     async def fetch(self) -> str:
         """Fetch the remote and return the branch's head commit."""
         return await asyncio.to_thread(self._fetch_blocking)

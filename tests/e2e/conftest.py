@@ -1,0 +1,271 @@
+"""End-to-end harness: a real Git server (git daemon, git:// on loopback), bare repositories with a
+post-receive hook that sends signed webhooks, and the daemon as a subprocess against the local cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reconciler.devcluster.build import Toolchain
+from reconciler.devcluster.cluster import free_port
+
+SECRET = "e2e-webhook-secret-0123456789abcdef"
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "Dev One",
+    "GIT_AUTHOR_EMAIL": "dev1@example.com",
+    "GIT_COMMITTER_NAME": "Dev One",
+    "GIT_COMMITTER_EMAIL": "dev1@example.com",
+}
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+
+
+@dataclass
+class GitServer:
+    """`git daemon` serving every bare repository under ``base`` over git:// on loopback."""
+
+    base: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "git",
+                "daemon",
+                "--reuseaddr",
+                f"--base-path={self.base}",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+                f"--port={self.port}",
+                str(self.base),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                ["git", "ls-remote", self.url("nonexistent")], capture_output=True, timeout=10, check=False
+            )
+            if b"Connection refused" not in probe.stderr:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("git daemon did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}.git"
+
+
+@pytest.fixture(scope="session")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
+    server = GitServer(tmp_path_factory.mktemp("git-server"), free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Repo:
+    """A bare repository on the server and a work clone to commit and push from."""
+
+    server: GitServer
+    name: str
+    work: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.name)
+
+    def write(self, relative: str, content: Any) -> None:
+        path = self.work / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = content if isinstance(content, str) else yaml.safe_dump_all(content, sort_keys=False)
+        path.write_text(text)
+
+    def commit_and_push(self, message: str) -> str:
+        git("add", "-A", cwd=self.work)
+        git("commit", "-q", "-m", message, cwd=self.work)
+        git("push", "-q", "origin", "HEAD:main", cwd=self.work)
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+    def install_hook(self, daemon_port: int, secret_file: Path) -> None:
+        hook = self.server.base / f"{self.name}.git" / "hooks" / "post-receive"
+        hook.write_text(
+            f"#!/bin/sh\nexec {sys.executable} -m reconciler.hook "
+            f"--url http://127.0.0.1:{daemon_port}/webhooks/git --secret-file {secret_file}\n"
+        )
+        hook.chmod(0o755)
+
+
+@pytest.fixture
+def repo(git_server: GitServer, tmp_path: Path, namespace: str) -> Repo:
+    bare = git_server.base / f"{namespace}.git"
+    git("init", "-q", "--bare", "-b", "main", str(bare), cwd=tmp_path)
+    work = tmp_path / "work"
+    git("clone", "-q", git_server.url(namespace), str(work), cwd=tmp_path)
+    git("checkout", "-q", "-b", "main", cwd=work)
+    return Repo(git_server, namespace, work)
+
+
+@dataclass
+class DaemonProcess:
+    """The daemon as a subprocess, with helpers to read its HTTP API."""
+
+    config_path: Path
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, toolchain: Toolchain, wait_ready: bool = True) -> None:
+        env = {**os.environ, "RECONCILER_KUSTOMIZE": str(toolchain.kustomize), **self.extra_env}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "reconciler.cli", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.process.returncode}:\n{self.log()}")
+            status = self.get_status("/healthz")
+            if status == 200 and (not wait_ready or self.get_status("/readyz") == 200):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"daemon not ready in 60 s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def get_status(self, path: str) -> int:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as response:  # noqa: S310
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return 0
+
+    def get_json(self, path: str) -> Any:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return json.loads(exc.read())
+
+    def metric(self, name: str, **labels: str) -> float:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as response:  # noqa: S310
+            text = response.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def environment(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.get_json(f"/api/v1/environments/{name}")
+        return data
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def daemon_config(
+    tmp_path: Path,
+    *,
+    repo_url: str,
+    kubeconfig: Path,
+    environments: list[dict[str, Any]],
+    poll_interval: str = "1h",
+    leader_election: dict[str, Any] | None = None,
+    name: str = "daemon",
+    **extra: Any,
+) -> DaemonProcess:
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text(SECRET)
+    port = free_port()
+    config = {
+        "repository": {"url": repo_url, "branch": "main", "poll_interval": poll_interval},
+        "clusters": [{"name": "local", "kubeconfig": str(kubeconfig)}],
+        "environments": environments,
+        "webhooks": {
+            "github": {"secret_file": str(secret_file)},
+            "generic": {"secret_file": str(secret_file)},
+            **extra.pop("webhooks", {}),
+        },
+        "leader_election": leader_election or {"enabled": False},
+        "listen": f"127.0.0.1:{port}",
+        "cache_dir": str(tmp_path / f"{name}-cache"),
+        "log_level": "info",
+        **extra,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return DaemonProcess(path, port, tmp_path / f"{name}.log")
+
+
+@pytest.fixture
+def kube_sync(kubeconfig: Path) -> Any:
+    """A synchronous GET of one object as the admin (for polling from plain test code)."""
+    import ssl  # noqa: PLC0415
+
+    config = yaml.safe_load(kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    user = config["users"][0]["user"]
+    workdir = kubeconfig.parent / "pki"
+    context = ssl.create_default_context(cafile=str(workdir / "ca.crt"))
+    context.load_cert_chain(str(workdir / "admin.crt"), str(workdir / "admin.key"))
+    del user
+
+    def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        plural = {"ConfigMap": "configmaps", "Deployment": "deployments", "Secret": "secrets"}[kind]
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        url = f"{cluster['server']}{prefix}/namespaces/{namespace}/{plural}/{name}"
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=5) as response:  # noqa: S310
+                data: dict[str, Any] = json.loads(response.read())
+                return data
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return {}
+            raise
+
+    return get
