@@ -41,7 +41,7 @@ from reconciler.server.webhooks import Push
 from reconciler.settings import EnvironmentConfig, Settings
 from reconciler.source import GitError, GitSource
 from reconciler.sync import Engine, SyncOptions, SyncResult
-from reconciler.workqueue import WorkQueue
+from reconciler.workqueue import Backoff, WorkQueue
 
 log = structlog.get_logger(__name__)
 FETCH = "fetch"
@@ -158,7 +158,7 @@ class Daemon:
         self.caches: dict[str, LiveCache] = {}
         self.engines: dict[str, Engine] = {}
         self.environments = {e.name: EnvironmentState(e) for e in settings.environments}
-        self.queue = WorkQueue(self._handle, workers=settings.workers)
+        self.queue = WorkQueue(self._handle, workers=settings.workers, backoff=Backoff(base=1.0, cap=60.0))
         self.revision = ""
         self.snapshot: Path | None = None
         self.fetched_once = False
@@ -211,7 +211,11 @@ class Daemon:
 
     def environment_statuses(self) -> list[dict[str, Any]]:
         """Status of every environment."""
-        stale = {"gitStale": bool(self.stale_reason), "gitError": self.stale_reason}
+        stale = {
+            "gitStale": bool(self.stale_reason),
+            "gitError": self.stale_reason,
+            "gitFailures": self.queue.backoff.failures.get(FETCH, 0),
+        }
         return [{**state.status(), **stale} for state in self.environments.values()]
 
     # -- lifecycle ---------------------------------------------------------------------------------

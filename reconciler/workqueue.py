@@ -59,8 +59,13 @@ class WorkQueue:
         self.processed = 0
 
     def add(self, key: str) -> None:
-        """Queue ``key`` unless it is already queued; mark it dirty if it is being processed."""
+        """Queue ``key`` unless it is already queued; mark it dirty if it is being processed.
+
+        A key that is backing off after a failure stays backing off: its retry is already scheduled.
+        """
         if self._closed:
+            return
+        if key in self.backoff.failures and key in self._timers:
             return
         timer = self._timers.pop(key, None)
         if timer is not None:
@@ -86,7 +91,13 @@ class WorkQueue:
 
     def _fire(self, key: str) -> None:
         self._timers.pop(key, None)
-        self.add(key)
+        if self._closed or key in self._queued:
+            return
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        self._queued.add(key)
+        self._queue.put_nowait(key)
 
     def start(self) -> None:
         """Start the workers."""
