@@ -48,7 +48,7 @@ def test_polling_picks_a_change_up_without_a_webhook(
 def test_git_server_down_keeps_the_last_state_reports_stale_and_recovers(
     tmp_path: Path, kubeconfig: Path, toolchain: Toolchain, namespace: str, kube_sync: Any
 ) -> None:
-    """Fetch failures back off, keep the last good revision, show stale in readiness and status; then converge."""
+    """Fetch failures back off, keep the last good revision and show stale; then the daemon converges."""
     server = GitServer(tmp_path / "server", free_port())
     server.base.mkdir()
     server.start()
