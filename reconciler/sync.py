@@ -237,6 +237,9 @@ class Engine:
             result.condition, result.reason, result.message = "Stalled", "RenderFailed", str(exc)
             result.durations["render"] = time.monotonic() - started
             progress(f"render failed: {exc}; nothing applied, nothing pruned, the previous state stays")
+            log.warning(
+                "render failed", environment=options.environment, revision=options.revision, error=str(exc)
+            )
             return result
         result.durations["render"] = rendered.duration
         progress(

@@ -77,6 +77,7 @@ class ClusterState:
     ports: dict[str, int]
     pids: dict[str, int] = field(default_factory=dict)
     executables: dict[str, str] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
     started_at: float = 0.0
 
 
@@ -475,6 +476,7 @@ class Cluster:
             )
         state.pids[name] = process.pid
         state.executables[name] = os.path.realpath(executable)
+        state.commands[name] = [str(executable), *args]
         self._save_state(state)
 
     def _wait(
@@ -539,6 +541,35 @@ class Cluster:
                 if condition.get("type") == "Ready" and condition.get("status") == "True":
                     ready += 1
         return ready >= count
+
+    # -- restart (for failure tests) -------------------------------------------------------------
+    def restart(self, name: str, log: Log = print, timeout: float = 90.0, *, crash: bool = True) -> None:
+        """Stop one component and start it again with the same arguments; wait until it is ready.
+
+        ``crash`` (the default) kills it with SIGKILL, as a crash would; otherwise it gets SIGTERM and
+        its graceful shutdown (up to a minute for kube-apiserver while watches are open).
+        """
+        with self._lock():
+            state = self.load_state()
+            if state is None or name not in state.commands:
+                raise DevClusterError(
+                    step=f"restart {name}", message="the cluster or component is not running"
+                )
+            pid, executable = state.pids[name], state.executables[name]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL if crash else signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _pid_runs(pid, executable) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            command = state.commands[name]
+            self._spawn(state, name, Path(command[0]), command[1:])
+            if name == "kube-apiserver":
+                http = _Http(state.server, self.pki_paths)
+                port = state.ports["apiserver"]
+                self._wait(
+                    state, name=name, port=port, timeout=timeout, check=lambda: self._ok(http, "/readyz")
+                )
+            log(f"{name} of cluster {self.name!r} restarted")
 
     # -- down ----------------------------------------------------------------------------------
     def down(self, log: Log = print) -> bool:
