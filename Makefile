@@ -33,15 +33,9 @@ unit: $(STAMP)
 test: lint typecheck toolchain
 	$(BIN)/pytest
 
-# Until the daemon lands, the main job starts the local cluster and says how to use it.
+# The main job: local cluster + local Git server of environments/ + the daemon syncing it (Ctrl-C stops).
 demo: toolchain
-	@$(BIN)/reconciler dev-cluster up --name demo >/dev/null
-	@echo
-	@echo "Local cluster 'demo' is running (Kubernetes $$($(BIN)/kubectl version -o json --kubeconfig $$($(BIN)/reconciler dev-cluster kubeconfig --name demo) | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])'))."
-	@echo "  export KUBECONFIG=$$($(BIN)/reconciler dev-cluster kubeconfig --name demo)"
-	@echo "  $(BIN)/kubectl get nodes"
-	@echo "  $(BIN)/reconciler dev-cluster status"
-	@echo "  $(BIN)/reconciler dev-cluster down --name demo     # stops every process and removes its files"
+	$(BIN)/python -m reconciler.devcluster.demo
 
 clean-venv:
 	rm -rf $(VENV)

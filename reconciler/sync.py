@@ -157,6 +157,21 @@ def mark_owned(manifest: Manifest, environment: str) -> Manifest:
     return manifest.with_body(body)
 
 
+def initial_replicas(manifests: Sequence[Manifest]) -> dict[ObjectKey, int]:
+    """Replica count to create each HPA-scaled workload with: Git's value, at least the HPA's minimum."""
+    by_key = {m.key: m for m in manifests}
+    result: dict[ObjectKey, int] = {}
+    for workload, hpa_key in hpa_targets(manifests).items():
+        hpa = by_key.get(hpa_key)
+        target = by_key.get(workload)
+        if hpa is None or target is None:
+            continue
+        minimum = int((hpa.body.get("spec") or {}).get("minReplicas") or 1)
+        declared = (target.body.get("spec") or {}).get("replicas")
+        result[workload] = max(minimum, int(declared)) if isinstance(declared, int) else minimum
+    return result
+
+
 def prepare(manifests: Sequence[Manifest], environment: str) -> list[Manifest]:
     """Desired state as applied: ownership marks added, autoscaled replicas released."""
     return release_autoscaled_replicas([mark_owned(m, environment) for m in manifests])
@@ -186,6 +201,7 @@ class _Item:
     autoscaled: bool = False
     crd_known: bool = True
     recreate: bool = False
+    initial_replicas: int | None = None
 
 
 class Engine:
@@ -297,7 +313,13 @@ class Engine:
         # plan: live state and what needs writing
         clock = time.monotonic()
         autoscaled = hpa_targets(desired)
-        items = {m.key: _Item(m, content_hash(m.body), autoscaled=m.key in autoscaled) for m in desired}
+        initial = initial_replicas(manifests)
+        items = {
+            m.key: _Item(
+                m, content_hash(m.body), autoscaled=m.key in autoscaled, initial_replicas=initial.get(m.key)
+            )
+            for m in desired
+        }
         crd_kinds = _crd_kinds(desired)
         await self._load_live(items, crd_kinds)
         for key, item in items.items():
@@ -638,7 +660,12 @@ class Engine:
         try:
             if item.recreate:
                 raise ImmutableFieldError(str(key), "validation found an immutable field change", 422)
-            applied = await self.client.apply(manifest.body, self._apply_options(manifest))
+            body = manifest.body
+            if item.live is None and item.initial_replicas is not None:
+                # created at the size the autoscaler will keep it at; handed over on the next apply
+                body = manifest.copy_body()
+                body.setdefault("spec", {})["replicas"] = item.initial_replicas
+            applied = await self.client.apply(body, self._apply_options(manifest))
         except ImmutableFieldError as exc:
             if manifest.annotation(RECREATE_ANNOTATION).lower() != "true":
                 raise ImmutableFieldError(

@@ -1,0 +1,233 @@
+"""The demo (the README's main job): a local cluster, a Git server with this repository's
+``environments/``, a post-receive hook that sends signed webhooks, and the daemon syncing every overlay.
+
+    python -m reconciler.devcluster.demo [--once] [--environments DIR]
+
+Everything lives in ``<cache>/demo/``: the bare repository served by ``git daemon`` over ``git://`` on
+loopback, a work clone to edit and push from, the webhook secret, the daemon's configuration and logs.
+The demo prints each environment's status as it changes. Without ``--once`` it keeps running until
+Ctrl-C (push changes from another terminal and watch them land); with ``--once`` it exits 0 as soon as
+every environment is Ready and Healthy (1 if that takes longer than the timeout). Either way it stops
+the daemon and the Git server; the cluster stays up for inspection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reconciler.devcluster.build import cache_root, ensure_toolchain
+from reconciler.devcluster.cluster import Cluster, free_port
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "reconciler demo",
+    "GIT_AUTHOR_EMAIL": "demo@reconciler.invalid",
+    "GIT_COMMITTER_NAME": "reconciler demo",
+    "GIT_COMMITTER_EMAIL": "demo@reconciler.invalid",
+}
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env={**os.environ, **GIT_IDENTITY},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.strip()
+
+
+def discover(environments: Path) -> list[dict[str, Any]]:
+    """Every ``<system>/<overlay>`` directory with a kustomization, as daemon environments."""
+    found = []
+    for system in sorted(p for p in environments.iterdir() if p.is_dir()):
+        for overlay in sorted(p for p in system.iterdir() if p.is_dir() and p.name != "base"):
+            if (overlay / "kustomization.yaml").is_file():
+                found.append(
+                    {
+                        "name": f"{system.name}-{overlay.name}",
+                        "path": f"environments/{system.name}/{overlay.name}",
+                        "health_timeout": 120,
+                    }
+                )
+    return found
+
+
+def status_line(env: dict[str, Any]) -> str:
+    revision = (env.get("revision") or "")[:12] or "-"
+    return (
+        f"  {env['name']:<28} {revision:<13} {env.get('sync', '?'):<10} {env.get('health', '?'):<12} "
+        f"{env.get('condition', '?')}: {env.get('message') or env.get('reason') or ''}"
+    )[:160]
+
+
+def fetch_status(port: int) -> list[dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/environments", timeout=5) as response:
+            data: list[dict[str, Any]] = json.loads(response.read())["environments"]
+            return data
+    except (OSError, urllib.error.URLError, ValueError, KeyError):
+        return []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="exit once every environment is Ready and Healthy"
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="with --once: seconds to wait")
+    parser.add_argument(
+        "--environments", type=Path, default=Path(__file__).resolve().parents[2] / "environments"
+    )
+    parser.add_argument("--name", default="demo", help="name of the local cluster")
+    args = parser.parse_args()
+
+    tools = ensure_toolchain(say)
+    kubeconfig = Cluster(args.name).up(say, toolchain=tools)
+    root = cache_root() / "demo"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    bare, work = root / "environments.git", root / "work"
+
+    say("creating the local Git repository from environments/ ...")
+    git("init", "-q", "--bare", "-b", "main", str(bare), cwd=root)
+    work.mkdir()
+    git("init", "-q", "-b", "main", cwd=work)
+    shutil.copytree(args.environments, work / "environments")
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "environments from the reconciler repository", cwd=work)
+
+    git_port, daemon_port = free_port(), free_port()
+    url = f"git://127.0.0.1:{git_port}/environments.git"
+    git_server = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            f"--base-path={root}",
+            "--export-all",
+            "--enable=receive-pack",
+            "--listen=127.0.0.1",
+            f"--port={git_port}",
+            str(root),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    secret_file = root / "webhook-secret"
+    secret_file.write_text(secrets.token_hex(24))
+    secret_file.chmod(0o600)
+    hook = bare / "hooks" / "post-receive"
+    hook.write_text(
+        f"#!/bin/sh\nexec {sys.executable} -m reconciler.hook "
+        f"--url http://127.0.0.1:{daemon_port}/webhooks/git --secret-file {secret_file}\n"
+    )
+    hook.chmod(0o755)
+    git("remote", "add", "origin", url, cwd=work)
+    deadline = time.monotonic() + 20
+    while True:  # the Git server needs a moment to listen
+        try:
+            git("push", "-q", "origin", "main", cwd=work)
+            break
+        except subprocess.CalledProcessError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    git("branch", "-q", "--set-upstream-to=origin/main", cwd=work)
+
+    environments = discover(args.environments)
+    config = {
+        "repository": {"url": url, "branch": "main", "poll_interval": "60s"},
+        "clusters": [{"name": "demo", "kubeconfig": str(kubeconfig)}],
+        "environments": environments,
+        "webhooks": {"github": {"secret_file": str(secret_file)}},
+        "leader_election": {"enabled": True, "lease_duration": 15, "renew_interval": 2},
+        "listen": f"127.0.0.1:{daemon_port}",
+        "cache_dir": str(root / "daemon-cache"),
+        "kustomize": str(tools.kustomize),
+    }
+    config_path = root / "reconciler.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    log_path = root / "daemon.log"
+    with log_path.open("ab") as log:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "reconciler.cli", "run", "--config", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    say(f"daemon started (pid {daemon.pid}); log: {log_path}")
+    say("")
+    say("While it runs, from another terminal:")
+    say(f"  cd {work}")
+    say("  $EDITOR environments/tams/staging/kustomization.yaml   # e.g. change newTag")
+    say("  git commit -am 'bump staging' && git push             # the hook sends a signed webhook")
+    say(f"  curl -s http://127.0.0.1:{daemon_port}/api/v1/environments")
+    say(f"  KUBECONFIG={kubeconfig} {tools.kubectl} get deploy -A")
+    say("")
+
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    shown: dict[str, str] = {}
+    started = time.monotonic()
+    code = 0
+    try:
+        while not stop["now"]:
+            if daemon.poll() is not None:
+                say(f"the daemon exited with {daemon.returncode}; see {log_path}")
+                code = 1
+                break
+            statuses = fetch_status(daemon_port)
+            for env in statuses:
+                line = status_line(env)
+                if shown.get(env["name"]) != line:
+                    shown[env["name"]] = line
+                    say(time.strftime("%H:%M:%S") + line)
+            done = statuses and all(
+                e.get("condition") == "Ready" and e.get("health") == "Healthy" for e in statuses
+            )
+            if args.once and done:
+                say(f"all {len(statuses)} environments are Ready and Healthy")
+                break
+            if args.once and time.monotonic() - started > args.timeout:
+                say(f"not every environment became Ready and Healthy in {args.timeout:.0f} s; see {log_path}")
+                code = 1
+                break
+            time.sleep(0.5)
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(20)
+        git_server.terminate()
+        git_server.wait(10)
+        say(
+            f"daemon and Git server stopped; the cluster stays up: reconciler dev-cluster down --name {args.name}"
+        )
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
