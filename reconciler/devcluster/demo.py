@@ -224,7 +224,7 @@ def main() -> int:
         git_server.terminate()
         git_server.wait(10)
         say(
-            f"daemon and Git server stopped; the cluster stays up: reconciler dev-cluster down --name {args.name}"
+        say(f"daemon and Git server stopped; the cluster stays: reconciler dev-cluster down --name {args.name}")
         )
     return code
 
