@@ -223,9 +223,8 @@ def main() -> int:
             daemon.wait(20)
         git_server.terminate()
         git_server.wait(10)
-        say(
-        say(f"daemon and Git server stopped; the cluster stays: reconciler dev-cluster down --name {args.name}")
-        )
+        say("daemon and Git server stopped; the cluster stays up for inspection:")
+        say(f"  reconciler dev-cluster down --name {args.name}")
     return code
 
 
