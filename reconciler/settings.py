@@ -195,10 +195,10 @@ def _unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
         )
 
 
-def _secret(raw: Mapping[str, Any], provider: str, base: Path) -> str:
-    env = os.environ.get(f"RECONCILER_WEBHOOK_{provider.upper()}_SECRET")
-    if env:
-        return env
+def _secret(raw: Mapping[str, Any], provider: str, base: Path, environ: Mapping[str, str]) -> str:
+    from_env = environ.get(f"RECONCILER_WEBHOOK_{provider.upper()}_SECRET")
+    if from_env:
+        return from_env
     where = f"webhooks.{provider}"
     section = _mapping(raw.get(provider), where)
     _unknown(section, {"secret_file"}, where)
@@ -344,7 +344,7 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
         {*PROVIDERS, "insecure_no_secret", "max_body_bytes", "body_timeout", "rate_limit", "rate_window"},
         "webhooks",
     )
-    secrets = {provider: _secret(hooks_raw, provider, base) for provider in PROVIDERS}
+    secrets = {provider: _secret(hooks_raw, provider, base, env) for provider in PROVIDERS}
     webhooks = WebhookConfig(
         secrets={k: v for k, v in secrets.items() if v},
         insecure_no_secret=_bool(hooks_raw, "insecure_no_secret", "webhooks", False),

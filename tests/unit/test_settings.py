@@ -1,0 +1,120 @@
+"""The daemon's configuration: validation errors name the field; secrets are required; overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reconciler.settings import ConfigError, load, parse
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+    (tmp_path / "github-secret").write_text("a-long-random-webhook-secret\n")
+    return tmp_path
+
+
+def config(**overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "repository": {"url": "https://git.example.com/envs.git"},
+        "clusters": [{"name": "local", "kubeconfig": "kubeconfig"}],
+        "environments": [{"name": "staging", "path": "environments/staging"}],
+        "webhooks": {"github": {"secret_file": "github-secret"}},
+    }
+    raw.update(overrides)
+    return raw
+
+
+def test_a_valid_configuration_loads_with_defaults(base: Path) -> None:
+    """Defaults: branch main, 60 s polls, prune on, leader election on, the secret read from its file."""
+    settings = parse(config(), base, environ={})
+    assert settings.repository.branch == "main"
+    assert settings.repository.poll_interval == 60
+    assert settings.environments[0].prune
+    assert settings.environments[0].cluster == "local"
+    assert settings.leader_election.enabled
+    assert settings.webhooks.secret("github") == "a-long-random-webhook-secret"
+    assert settings.clusters[0].kubeconfig == base / "kubeconfig"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"repository": {}}, "repository.url: required"),
+        (
+            {"environments": [{"name": "staging", "path": "../outside"}]},
+            "environments[0].path: expected a relative path",
+        ),
+        (
+            {"environments": [{"name": "Staging", "path": "x"}]},
+            "environments[0].name: expected a lower-case DNS label",
+        ),
+        (
+            {"environments": [{"name": "s", "path": "x", "cluster": "other"}]},
+            "environments[0].cluster: no cluster named",
+        ),
+        (
+            {"environments": [{"name": "s", "path": "x", "prune": "yes"}]},
+            "environments[0].prune: expected true or false",
+        ),
+        ({"clusters": [{"name": "local"}]}, "clusters[0]: set in_cluster: true or a kubeconfig"),
+        (
+            {"repository": {"url": "u", "poll_interval": "soon"}},
+            "repository.poll_interval: expected a number",
+        ),
+        ({"surprise": 1}, "config: unknown field(s) surprise"),
+        ({"listen": "8080"}, "listen: expected HOST:PORT"),
+    ],
+)
+def test_errors_name_the_field(base: Path, change: dict[str, Any], message: str) -> None:
+    """Each invalid value is refused with the path of the field in the message."""
+    with pytest.raises(
+        ConfigError,
+        match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]"),
+    ):
+        parse(config(**change), base, environ={})
+
+
+def test_webhook_secret_is_mandatory_unless_explicitly_insecure(base: Path) -> None:
+    """No secret: refused with advice; insecure_no_secret: accepted."""
+    with pytest.raises(ConfigError, match="no webhook secret is configured"):
+        parse(config(webhooks={}), base, environ={})
+    assert parse(config(webhooks={"insecure_no_secret": True}), base, environ={}).webhooks.insecure_no_secret
+
+
+def test_short_secrets_are_refused(base: Path) -> None:
+    """A secret shorter than 16 characters is refused."""
+    (base / "weak").write_text("short")
+    with pytest.raises(ConfigError, match="shorter than 16"):
+        parse(config(webhooks={"github": {"secret_file": "weak"}}), base, environ={})
+
+
+def test_environment_variables_override_the_file(base: Path) -> None:
+    """RECONCILER_* variables win over the file; secrets can come from the environment."""
+    settings = parse(
+        config(webhooks={}),
+        base,
+        environ={
+            "RECONCILER_LISTEN": "0.0.0.0:9090",
+            "RECONCILER_REPOSITORY_BRANCH": "release",
+            "RECONCILER_POLL_INTERVAL": "5m",
+            "RECONCILER_LEADER_ELECTION": "false",
+            "RECONCILER_WEBHOOK_GITLAB_SECRET": "secret-from-the-environment",
+        },
+    )
+    assert settings.webhooks.secret("gitlab") == "secret-from-the-environment"
+    assert settings.listen == "0.0.0.0:9090"
+    assert settings.repository.branch == "release"
+    assert settings.repository.poll_interval == 300
+    assert not settings.leader_election.enabled
+
+
+def test_load_reports_yaml_errors_with_the_line(tmp_path: Path) -> None:
+    """A broken file is an error naming the file and line, not a traceback."""
+    path = tmp_path / "reconciler.yaml"
+    path.write_text("repository:\n  url: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load(path)

@@ -1,0 +1,76 @@
+"""The work queue: deduplication, never two runs of one key at once, retries with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+
+from reconciler.workqueue import Backoff, WorkQueue
+from tests.helpers import eventually
+
+
+async def test_a_burst_of_adds_runs_once_and_a_key_never_runs_twice_at_once() -> None:
+    """20 adds while queued give one run; adds during a run give exactly one more run afterwards."""
+    running: set[str] = set()
+    runs: list[str] = []
+    overlap: list[str] = []
+    release = asyncio.Event()
+
+    async def handler(key: str) -> None:
+        if key in running:
+            overlap.append(key)
+        running.add(key)
+        runs.append(key)
+        await release.wait()
+        running.discard(key)
+
+    queue = WorkQueue(handler, workers=4)
+    for _ in range(20):
+        queue.add("env:a")
+    queue.start()
+    await eventually(lambda: _async(len(runs) == 1), what="the first run")
+    for _ in range(20):
+        queue.add("env:a")  # while it runs: marked dirty, not run in parallel
+    release.set()
+    await eventually(lambda: _async(len(runs) == 2 and not queue.busy), what="exactly one more run")
+    assert overlap == []
+    await queue.close()
+
+
+async def test_failures_are_retried_with_growing_delays() -> None:
+    """A failing key comes back after a backoff; polls do not override the backoff."""
+    attempts: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def handler(key: str) -> None:
+        attempts.append(loop.time())
+        if len(attempts) < 3:
+            raise RuntimeError("git server down")
+
+    queue = WorkQueue(handler, workers=1, backoff=Backoff(base=0.2, cap=5))
+    queue.start()
+    queue.add("fetch")
+    await eventually(
+        lambda: _async(len(attempts) >= 1 and "fetch" in queue.backoff.failures), what="a failure"
+    )
+    queue.add("fetch")  # a poll during the backoff does not retry early
+    await eventually(lambda: _async(len(attempts) == 3), timeout=10, what="two retries")
+    first_gap, second_gap = attempts[1] - attempts[0], attempts[2] - attempts[1]
+    assert first_gap >= 0.1
+    assert second_gap >= 0.2
+    assert "fetch" not in queue.backoff.failures
+    await queue.close()
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    """Delays double up to the cap, with jitter in the upper half."""
+    backoff = Backoff(base=1, cap=8)
+    delays = [backoff.next_delay("k") for _ in range(6)]
+    assert 0.5 <= delays[0] <= 1
+    assert 4 <= delays[3] <= 8
+    assert all(d <= 8 for d in delays)
+    backoff.reset("k")
+    assert backoff.next_delay("k") <= 1
+
+
+async def _async(value: bool) -> bool:
+    return value
