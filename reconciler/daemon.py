@@ -371,21 +371,26 @@ class Daemon:
             log.info("fetched", revision=sha[:12], seconds=round(time.monotonic() - started, 3))
         if not self.leading.is_set():
             return
+        keys = await asyncio.to_thread(self._input_keys, snapshot, sha)
         for name, state in self.environments.items():
-            try:
-                key = await asyncio.to_thread(
-                    self.renderer.inputs_key,
-                    snapshot,
-                    snapshot / state.config.path,
-                    self._render_options(state.config),
-                )
-            except RenderError:
-                key = f"error@{sha}"
+            key = keys[name]
             ready = state.result is not None and state.result.ok
             if key != state.input_key or not ready:
                 self.queue.add(f"env:{name}")
             else:
                 state.revision = sha
+
+    def _input_keys(self, snapshot: Path, sha: str) -> dict[str, str]:
+        """Every environment's render-input key at a snapshot (blocking: one thread hop for all)."""
+        keys: dict[str, str] = {}
+        for name, state in self.environments.items():
+            try:
+                keys[name] = self.renderer.inputs_key(
+                    snapshot, snapshot / state.config.path, self._render_options(state.config)
+                )
+            except RenderError:
+                keys[name] = f"error@{sha}"
+        return keys
 
     async def _sync(self, name: str) -> None:
         state = self.environments.get(name)
