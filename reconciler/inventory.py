@@ -103,13 +103,16 @@ class InventoryStore:
     async def _ensure_namespace(self) -> None:
         if self._namespace_ready:
             return
-        with contextlib.suppress(AlreadyExistsError):
-            await self.client.request(
-                "POST",
-                "/api/v1/namespaces",
-                body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}},
-                subject=f"Namespace/{self.namespace}",
-            )
+        try:  # look first: creating needs a permission the daemon does not need once it exists
+            await self.client.request("GET", f"/api/v1/namespaces/{self.namespace}")
+        except NotFoundError:
+            with contextlib.suppress(AlreadyExistsError):
+                await self.client.request(
+                    "POST",
+                    "/api/v1/namespaces",
+                    body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}},
+                    subject=f"Namespace/{self.namespace}",
+                )
         self._namespace_ready = True
 
     async def save(self, environment: str, inventory: Inventory) -> None:

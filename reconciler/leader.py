@@ -81,12 +81,19 @@ class LeaderElector:
     async def _ensure_namespace(self) -> None:
         if self._namespace_ready:
             return
-        with contextlib.suppress(AlreadyExistsError):
-            await self.client.request(
-                "POST",
-                "/api/v1/namespaces",
-                body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.config.namespace}},
-            )
+        try:
+            await self.client.request("GET", f"/api/v1/namespaces/{self.config.namespace}")
+        except NotFoundError:
+            with contextlib.suppress(AlreadyExistsError):
+                await self.client.request(
+                    "POST",
+                    "/api/v1/namespaces",
+                    body={
+                        "apiVersion": "v1",
+                        "kind": "Namespace",
+                        "metadata": {"name": self.config.namespace},
+                    },
+                )
         self._namespace_ready = True
 
     async def try_acquire_or_renew(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -22,11 +23,13 @@ from urllib.parse import quote
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
 from reconciler.kube.errors import KubeError, NoMatchError, NotFoundError, TransientError, from_status
 from reconciler.objects import FIELD_MANAGER, Body, ObjectKey
 
 JSON = "application/json"
+SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 APPLY_PATCH = "application/apply-patch+yaml"
 
 
@@ -105,9 +108,18 @@ class KubeClient:
 
     @classmethod
     def in_cluster(cls) -> KubeClient:
-        """A client using the pod's service account (token and CA files, KUBERNETES_SERVICE_HOST/PORT)."""
+        """A client using the pod's service account: token and CA files (in
+        ``/var/run/secrets/kubernetes.io/serviceaccount``, or ``$RECONCILER_SERVICEACCOUNT_DIR``) and
+        ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT``. The token file is re-read as kubelet
+        rotates it."""
+        directory = Path(os.environ.get("RECONCILER_SERVICEACCOUNT_DIR", SERVICEACCOUNT_DIR))
         configuration = k8s_client.Configuration()
-        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        loader = InClusterConfigLoader(
+            token_filename=str(directory / "token"),
+            cert_filename=str(directory / "ca.crt"),
+            environ=os.environ,
+        )
+        loader.load_and_set(configuration)
         return cls(k8s_client.ApiClient(configuration=configuration))
 
     @property

@@ -1,0 +1,155 @@
+"""deploy/: valid against the API server, and its RBAC is both sufficient and not excessive."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reconciler.devcluster import Cluster
+from reconciler.devcluster.build import Toolchain
+from tests.e2e.conftest import Repo, daemon_config
+from tests.e2e.test_daemon import wait_for
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def kubectl(toolchain: Toolchain, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(toolchain.kubectl), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_deploy_passes_a_server_side_dry_run(toolchain: Toolchain, kubeconfig: Path) -> None:
+    """kubectl apply --dry-run=server -k deploy/ is accepted by the API server.
+
+    kubectl's dry-run cannot validate objects in a namespace it would only create, so the namespace is
+    created first (reconciler's own validation works around that with a stand-in namespace).
+    """
+    namespace = kubectl(toolchain, kubeconfig, "create", "namespace", "reconciler-system")
+    assert namespace.returncode == 0 or "AlreadyExists" in namespace.stderr, namespace.stderr
+    result = kubectl(toolchain, kubeconfig, "apply", "--dry-run=server", "-k", str(ROOT / "deploy"))
+    assert result.returncode == 0, result.stderr
+    assert "deployment.apps/reconciler" in result.stdout
+
+
+def request_as(
+    server: str, ca: Path, token: str, method: str, path: str, body: dict[str, Any] | None = None
+) -> int:
+    context = ssl.create_default_context(cafile=str(ca))
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(  # noqa: S310 - our own https API server
+        server + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_daemon_in_cluster_layout_with_the_deploy_service_account(
+    tmp_path: Path, repo: Repo, cluster: Cluster, toolchain: Toolchain, kubeconfig: Path
+) -> None:
+    """A TokenRequest token of deploy/'s ServiceAccount, in the in-cluster file layout, syncs TAMS staging to
+    Healthy; the same identity is refused pods, RBAC objects, nodes and other namespaces' leases."""
+    applied = kubectl(toolchain, kubeconfig, "apply", "--server-side", "-k", str(ROOT / "deploy"))
+    assert applied.returncode == 0, applied.stderr
+    minted = kubectl(
+        toolchain, kubeconfig, "create", "token", "reconciler", "-n", "reconciler-system", "--duration", "1h"
+    )
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text(token)
+    shutil.copy(cluster.pki_paths.ca_cert, account / "ca.crt")
+    (account / "namespace").write_text("reconciler-system")
+    state = cluster.load_state()
+    assert state is not None
+
+    shutil.copytree(ROOT / "environments", repo.work / "environments")
+    repo.commit_and_push("environments")
+    daemon = daemon_config(
+        tmp_path,
+        repo_url=repo.url,
+        kubeconfig=kubeconfig,
+        environments=[{"name": "tams-staging", "path": "environments/tams/staging", "health_timeout": 120}],
+        leader_election={
+            "enabled": True,
+            "lease_name": "reconciler-rbac-test",
+            "lease_duration": 10,
+            "renew_interval": 1,
+        },
+    )
+    config = yaml.safe_load(daemon.config_path.read_text())
+    config["clusters"] = [{"name": "self", "in_cluster": True}]
+    daemon.config_path.write_text(yaml.safe_dump(config))
+    daemon.extra_env = {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(state.ports["apiserver"]),
+        "RECONCILER_SERVICEACCOUNT_DIR": str(account),
+    }
+    daemon.start(toolchain)
+    try:
+        status = wait_for(
+            lambda: (s := daemon.environment("tams-staging")) and s.get("condition") == "Ready" and s,
+            timeout=120,
+            what="TAMS staging to sync with the deploy/ identity",
+        )
+        assert status["health"] == "Healthy", status
+        # and every write it made was accepted: no 403 among its requests
+        assert daemon.metric("reconciler_kube_requests_total", code="403") == 0, daemon.log()
+    finally:
+        assert daemon.stop() == 0
+
+    identity = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["sub"]
+    assert identity == "system:serviceaccount:reconciler-system:reconciler"
+    server, ca = state.server, account / "ca.crt"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "escape"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    assert request_as(server, ca, token, "POST", "/api/v1/namespaces/tams-staging/pods", pod) == 403
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "escalate"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reconciler", "namespace": "reconciler-system"}],
+    }
+    assert (
+        request_as(
+            server, ca, token, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding
+        )
+        == 403
+    )
+    assert request_as(server, ca, token, "DELETE", "/api/v1/nodes/kwok-node-0") == 403
+    assert (
+        request_as(server, ca, token, "GET", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases")
+        == 403
+    )
+    # positive control: the same token reads what it manages
+    assert (
+        request_as(server, ca, token, "GET", "/apis/apps/v1/namespaces/tams-staging/deployments/tams-api")
+        == 200
+    )
