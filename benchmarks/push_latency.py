@@ -153,7 +153,7 @@ async def run(args: argparse.Namespace) -> None:
             "leader_election": {"enabled": False},
             "listen": f"127.0.0.1:{daemon_port}",
             "cache_dir": str(root / "cache"),
-            "log_level": "warning",
+            "log_level": args.log_level,
             "kustomize": str(tools.kustomize),
             "workers": 8,
         }
@@ -228,6 +228,8 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             daemon.terminate()
             daemon.wait(20)
+            if args.log_copy:
+                args.log_copy.write_bytes((root / "daemon.log").read_bytes())
             server.terminate()
             server.wait(10)
             if not args.keep:
@@ -241,6 +243,8 @@ def main() -> None:
     parser.add_argument("--environments", type=int, default=100)
     parser.add_argument("--pushes", type=int, default=20)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--log-copy", type=Path, help="copy the daemon log here")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -411,6 +411,7 @@ class Daemon:
             wait_for_all=False,
         )
         structlog.contextvars.bind_contextvars(reconcile_id=f"{name}-{int(time.time() * 1000) % 10**8}")
+        log.info("sync started", environment=name, revision=revision[:12])
         started = time.monotonic()
         try:
             key = await asyncio.to_thread(

@@ -167,6 +167,14 @@ async def git_webhook(request: web.Request) -> web.Response:
     if push.kind != "push":
         return _reply(state, provider, 202, "ignored", reason=f"event {push.event!r} does not trigger a sync")
     outcome = state.controller.push(push)
+    log.info(
+        "webhook",
+        provider=provider,
+        delivery=push.delivery,
+        ref=push.ref,
+        after=push.after[:12],
+        outcome=outcome,
+    )
     if outcome != "accepted":
         return _reply(state, provider, 202, "ignored", reason=outcome)
     return _reply(state, provider, 202, "accepted")
