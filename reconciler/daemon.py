@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
+import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -321,7 +324,10 @@ class Daemon:
         await self.start()
         await self._stopping.wait()
         log.info("signal received; shutting down")
-        await self.stop()
+        try:
+            await asyncio.wait_for(self.stop(), timeout=8.0)
+        except TimeoutError:
+            log.error("shutdown did not finish within 8 s; exiting anyway")
 
     # -- work --------------------------------------------------------------------------------------
     async def _handle(self, key: str) -> None:
@@ -437,7 +443,12 @@ class Daemon:
 
 
 async def run(settings: Settings, kustomize: Path) -> None:
-    """Run a daemon until SIGTERM."""
+    """Run a daemon until SIGTERM; SIGUSR1 dumps every thread's stack to stderr (for debugging)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     daemon = Daemon(settings, kustomize=kustomize)
     with contextlib.suppress(asyncio.CancelledError):
         await daemon.run_forever()
+    # Threads of blocking calls (git, file hashing) must not hold the exit hostage.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -582,7 +582,12 @@ class Cluster:
             log(f"cluster {self.name!r} stopped and removed")
         return existed
 
-    def _stop_recorded(self, log: Log, grace: float = 10.0) -> None:
+    def _stop_recorded(self, log: Log, grace: float = 3.0) -> None:
+        """SIGTERM every recorded process (newest first), SIGKILL what is still there after ``grace`` s.
+
+        The cluster is thrown away, so a short grace is enough: kube-apiserver's graceful shutdown can
+        otherwise take a minute while clients hold watches.
+        """
         state = self.load_state()
         if state is None:
             return
