@@ -234,8 +234,40 @@ def _run_daemon(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    url = args.server.rstrip("/") + "/api/v1/environments"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - the operator's own daemon
+            environments = json.loads(response.read())["environments"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        raise CommandError(f"cannot read {url}: {exc}") from None
+    if args.output == "json":
+        print(json.dumps(environments, indent=2))
+        return 0
+    print(f"{'ENVIRONMENT':<28} {'REVISION':<13} {'SYNC':<10} {'HEALTH':<12} {'CONDITION':<12} MESSAGE")
+    for env in environments:
+        revision = (env.get("revision") or "")[:12] or "-"
+        message = env.get("message") or env.get("reason") or ""
+        if env.get("gitStale"):
+            message = f"[git stale] {message}"
+        print(
+            f"{env['name']:<28} {revision:<13} {env.get('sync', '?'):<10} {env.get('health', '?'):<12} "
+            f"{env.get('condition', '?'):<12} {message}"
+        )
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add run, render, diff and sync to the top-level parser."""
+    """Add run, status, render, diff and sync to the top-level parser."""
+    status = subparsers.add_parser(
+        "status", help="every environment's revision, sync and health, from a daemon"
+    )
+    status.add_argument("--server", default="http://127.0.0.1:8080", help="daemon URL (default: %(default)s)")
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    status.set_defaults(handler=_status)
     run = subparsers.add_parser(
         "run", help="run the daemon (Git source, webhooks, work queue, leader election)"
     )

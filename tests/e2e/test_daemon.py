@@ -98,6 +98,20 @@ def test_pushed_commit_with_signed_webhook_is_applied(
     )
     assert status["sync"] == "Synced"
     assert status["health"] == "Healthy"
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    table = subprocess.run(
+        [sys.executable, "-m", "reconciler.cli", "status", "--server", daemon.url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    row = next(line for line in table.splitlines() if line.startswith(staging))
+    assert sha[:12] in row
+    assert "Synced" in row
+    assert "Healthy" in row
     assert daemon.metric("reconciler_webhook_requests_total", provider="github", result="accepted") >= 1
 
 
