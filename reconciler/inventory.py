@@ -10,13 +10,12 @@ objects whose deletion failed or was blocked, so that they are retried).
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.kube.client import ApplyOptions, KubeClient
-from reconciler.kube.errors import AlreadyExistsError, NotFoundError
+from reconciler.kube.errors import NotFoundError
 from reconciler.objects import MANAGED_BY_LABEL, MANAGED_BY_VALUE, ObjectKey
 
 DEFAULT_NAMESPACE = "reconciler-system"
@@ -103,16 +102,7 @@ class InventoryStore:
     async def _ensure_namespace(self) -> None:
         if self._namespace_ready:
             return
-        try:  # look first: creating needs a permission the daemon does not need once it exists
-            await self.client.request("GET", f"/api/v1/namespaces/{self.namespace}")
-        except NotFoundError:
-            with contextlib.suppress(AlreadyExistsError):
-                await self.client.request(
-                    "POST",
-                    "/api/v1/namespaces",
-                    body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace}},
-                    subject=f"Namespace/{self.namespace}",
-                )
+        await self.client.ensure_namespace(self.namespace)
         self._namespace_ready = True
 
     async def save(self, environment: str, inventory: Inventory) -> None:

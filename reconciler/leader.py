@@ -14,7 +14,6 @@ leader act within the same latency.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -81,19 +80,7 @@ class LeaderElector:
     async def _ensure_namespace(self) -> None:
         if self._namespace_ready:
             return
-        try:
-            await self.client.request("GET", f"/api/v1/namespaces/{self.config.namespace}")
-        except NotFoundError:
-            with contextlib.suppress(AlreadyExistsError):
-                await self.client.request(
-                    "POST",
-                    "/api/v1/namespaces",
-                    body={
-                        "apiVersion": "v1",
-                        "kind": "Namespace",
-                        "metadata": {"name": self.config.namespace},
-                    },
-                )
+        await self.client.ensure_namespace(self.config.namespace)
         self._namespace_ready = True
 
     async def try_acquire_or_renew(self) -> bool:

@@ -10,6 +10,7 @@ jitter. Requests are counted by verb and status code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -25,7 +26,14 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
-from reconciler.kube.errors import KubeError, NoMatchError, NotFoundError, TransientError, from_status
+from reconciler.kube.errors import (
+    AlreadyExistsError,
+    KubeError,
+    NoMatchError,
+    NotFoundError,
+    TransientError,
+    from_status,
+)
 from reconciler.objects import FIELD_MANAGER, Body, ObjectKey
 
 JSON = "application/json"
@@ -262,6 +270,21 @@ class KubeClient:
             content_type=APPLY_PATCH,
             subject=str(key),
         )
+
+    async def ensure_namespace(self, name: str) -> None:
+        """Create namespace ``name`` unless it exists (looks first: creating needs a permission that a
+        least-privilege identity does not have once the namespace is there)."""
+        subject = f"Namespace/{name}"
+        try:
+            await self.request("GET", f"/api/v1/namespaces/{quote(name, safe='')}", subject=subject)
+        except NotFoundError:
+            with contextlib.suppress(AlreadyExistsError):
+                await self.request(
+                    "POST",
+                    "/api/v1/namespaces",
+                    body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                    subject=subject,
+                )
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Body | None:
         """The live object, or None when it does not exist."""
