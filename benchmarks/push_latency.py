@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.devcluster import Cluster, ensure_toolchain
+from reconciler.devcluster import Cluster, ensure_toolchain, gitserver
 from reconciler.devcluster.cluster import free_port
 from reconciler.kube import KubeClient
 
@@ -111,37 +111,15 @@ async def run(args: argparse.Namespace) -> None:
         git("add", "-A", cwd=work)
         git("commit", "-q", "-m", "initial", cwd=work)
         git_port, daemon_port = free_port(), free_port()
-        server = subprocess.Popen(
-            [
-                "git",
-                "daemon",
-                "--reuseaddr",
-                f"--base-path={root}",
-                "--export-all",
-                "--enable=receive-pack",
-                "--listen=127.0.0.1",
-                f"--port={git_port}",
-                str(root),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = gitserver.serve(root, git_port)
         url = f"git://127.0.0.1:{git_port}/envs.git"
         git("remote", "add", "origin", url, cwd=work)
-        for _ in range(100):
-            try:
-                git("push", "-q", "origin", "main", cwd=work)
-                break
-            except subprocess.CalledProcessError:
-                time.sleep(0.1)
+        git("push", "-q", "origin", "main", cwd=work)
         secret = root / "secret"
         secret.write_text(secrets.token_hex(20))
-        hook = root / "envs.git" / "hooks" / "post-receive"
-        hook.write_text(
-            f"#!/bin/sh\nexec {sys.executable} -m reconciler.hook "
-            f"--url http://127.0.0.1:{daemon_port}/webhooks/git --secret-file {secret}\n"
+        gitserver.install_webhook_hook(
+            root / "envs.git", f"http://127.0.0.1:{daemon_port}/webhooks/git", secret
         )
-        hook.chmod(0o755)
         envs = [{"name": "ns", "path": "ns"}] + [
             {"name": f"env-{i:03d}", "path": f"env-{i:03d}"} for i in range(args.environments)
         ]
@@ -204,6 +182,9 @@ async def run(args: argparse.Namespace) -> None:
                     sha = git("rev-parse", "HEAD", cwd=work)
                     key = f"app-{index:03d}@{version}"
                     while key not in applied and time.monotonic() - pushed < 60:
+                        if watcher.done():  # a dead watch would otherwise look like a slow daemon
+                            watcher.result()
+                            raise RuntimeError("the ConfigMap watch ended")
                         await asyncio.sleep(0.005)
                     first_apply.append(applied.get(key, float("nan")) - pushed)
                     while time.monotonic() - pushed < 120:

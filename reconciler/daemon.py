@@ -126,8 +126,10 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
         self.leader = Gauge("reconciler_leader", "1 while this replica is the leader.", registry=r)
-        self.clients: dict[str, KubeClient] = {}
-        r.register(_KubeRequests(self.clients))
+
+    def count_requests_of(self, clients: dict[str, KubeClient]) -> None:
+        """Export the request counters of these clients (the daemon's, filled as clusters connect)."""
+        self.registry.register(_KubeRequests(clients))
 
 
 class _KubeRequests(Collector):
@@ -158,6 +160,7 @@ class Daemon:
         self.renderer = Renderer()
         self.metrics = Metrics()
         self.clients: dict[str, KubeClient] = {}
+        self.metrics.count_requests_of(self.clients)
         self.caches: dict[str, LiveCache] = {}
         self.engines: dict[str, Engine] = {}
         self.environments = {e.name: EnvironmentState(e) for e in settings.environments}
@@ -230,7 +233,6 @@ class Daemon:
             else:
                 client = await KubeClient.from_kubeconfig(cluster.kubeconfig, cluster.context)
             self.clients[cluster.name] = client
-            self.metrics.clients[cluster.name] = client
             cache = LiveCache(client)
             self.caches[cluster.name] = cache
             self.engines[cluster.name] = Engine(client, cache=cache, renderer=self.renderer)
@@ -419,19 +421,13 @@ class Daemon:
         structlog.contextvars.bind_contextvars(reconcile_id=f"{name}-{int(time.time() * 1000) % 10**8}")
         log.info("sync started", environment=name, revision=revision[:12])
         started = time.monotonic()
-        try:
-            key = await asyncio.to_thread(
-                self.renderer.inputs_key, snapshot, snapshot / env.path, self._render_options(env)
-            )
-        except RenderError:
-            key = f"error@{revision}"
         result = await engine.sync_directory(
             snapshot, snapshot / env.path, self._render_options(env), options
         )
         elapsed = time.monotonic() - started
         state.result, state.revision, state.last_sync = result, revision, time.time()
         state.syncs += 1
-        state.input_key = key
+        state.input_key = result.input_hash or f"error@{revision}"
         self.metrics.syncs.labels(environment=name, result=result.reason or result.condition).inc()
         self.metrics.sync_seconds.labels(environment=name).observe(elapsed)
         if result.ok:

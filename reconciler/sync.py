@@ -27,7 +27,6 @@ Semantics a user can rely on:
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +109,7 @@ class SyncResult:
     rendered: bool = False
     prune_blocked: str = ""
     durations: dict[str, float] = field(default_factory=dict)
+    input_hash: str = ""  # the render cache key of the inputs synced ("" when the render failed)
 
     @property
     def ok(self) -> bool:
@@ -151,7 +151,6 @@ def mark_owned(manifest: Manifest, environment: str) -> Manifest:
     """The manifest with our ownership label and environment annotation."""
     body = manifest.copy_body()
     metadata = body.setdefault("metadata", {})
-    metadata.setdefault("labels", {})
     metadata["labels"] = {**(metadata.get("labels") or {}), MANAGED_BY_LABEL: MANAGED_BY_VALUE}
     metadata["annotations"] = {**(metadata.get("annotations") or {}), ENVIRONMENT_ANNOTATION: environment}
     return manifest.with_body(body)
@@ -178,7 +177,7 @@ def prepare(manifests: Sequence[Manifest], environment: str) -> list[Manifest]:
 
 
 def _comparable(body: Body) -> Body:
-    return copy.deepcopy(for_display(body) or {})
+    return for_display(body) or {}
 
 
 def _crd_kinds(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:
@@ -258,6 +257,7 @@ class Engine:
             )
             return result
         result.durations["render"] = rendered.duration
+        result.input_hash = rendered.input_hash
         progress(
             f"rendered {len(rendered.manifests)} objects"
             + (" (cached: inputs unchanged)" if rendered.cached else "")
@@ -766,8 +766,10 @@ class Engine:
     ) -> set[ObjectKey]:
         """Delete what left Git (when allowed); return the keys to keep in the inventory for a retry."""
         candidates = [key for key in previous.keys if key not in items]
-        if not candidates or not options.prune.enabled:
-            return set(candidates) if not options.prune.enabled else set()
+        if not options.prune.enabled:
+            return set(candidates)  # not pruned, so still owned: keep them in the inventory
+        if not candidates:
+            return set()
         live: dict[ObjectKey, Body | None] = {}
         for key in candidates:
             entry = previous.entries[key]

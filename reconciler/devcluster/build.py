@@ -274,15 +274,15 @@ class _Builder:
         staging.rename(final)
         self.log(f"built {component.name} {component.version} in {time.monotonic() - started:.0f} s")
 
-    def _build_kubernetes(self, go: str, component: Component, src: Path, out: Path, log_file: Path) -> None:
-        info = json.loads(
-            self.run(
-                f"download k8s.io/kubernetes@{component.version}",
-                [go, "mod", "download", "-json", f"k8s.io/kubernetes@{component.version}"],
-                src,
-                log_file,
-            )
+    def _download(self, go: str, module: str, cwd: Path, log_file: Path) -> dict[str, str]:
+        """``go mod download -json MODULE@VERSION``: where the module's go.mod and sources landed."""
+        info: dict[str, str] = json.loads(
+            self.run(f"download {module}", [go, "mod", "download", "-json", module], cwd, log_file)
         )
+        return info
+
+    def _build_kubernetes(self, go: str, component: Component, src: Path, out: Path, log_file: Path) -> None:
+        info = self._download(go, f"k8s.io/kubernetes@{component.version}", src, log_file)
         upstream = Path(info["GoMod"]).read_text(encoding="utf-8")
         go_line = re.search(r"^go\s+(\S+)", upstream, re.MULTILINE)
         (src / "go.mod").write_text(
@@ -330,14 +330,7 @@ class _Builder:
 
     def _kwok_stages(self, go: str, component: Component, out: Path, log_file: Path) -> None:
         """Collect kwok's published "fast" stages (node, node lease heartbeat, pod) from its module."""
-        info = json.loads(
-            self.run(
-                f"download sigs.k8s.io/kwok@{component.version}",
-                [go, "mod", "download", "-json", f"sigs.k8s.io/kwok@{component.version}"],
-                out,
-                log_file,
-            )
-        )
+        info = self._download(go, f"sigs.k8s.io/kwok@{component.version}", out, log_file)
         stage_root = Path(info["Dir"]) / "kustomize" / "stage"
         documents = []
         for directory in KWOK_STAGE_DIRS:

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from reconciler.devcluster import gitserver
 from reconciler.devcluster.build import cache_root, ensure_toolchain
 from reconciler.devcluster.cluster import Cluster, free_port
 
@@ -120,41 +121,13 @@ def main() -> int:
 
     git_port, daemon_port = free_port(), free_port()
     url = f"git://127.0.0.1:{git_port}/environments.git"
-    git_server = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            f"--base-path={root}",
-            "--export-all",
-            "--enable=receive-pack",
-            "--listen=127.0.0.1",
-            f"--port={git_port}",
-            str(root),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    git_server = gitserver.serve(root, git_port)
     secret_file = root / "webhook-secret"
     secret_file.write_text(secrets.token_hex(24))
     secret_file.chmod(0o600)
-    hook = bare / "hooks" / "post-receive"
-    hook.write_text(
-        f"#!/bin/sh\nexec {sys.executable} -m reconciler.hook "
-        f"--url http://127.0.0.1:{daemon_port}/webhooks/git --secret-file {secret_file}\n"
-    )
-    hook.chmod(0o755)
+    gitserver.install_webhook_hook(bare, f"http://127.0.0.1:{daemon_port}/webhooks/git", secret_file)
     git("remote", "add", "origin", url, cwd=work)
-    deadline = time.monotonic() + 20
-    while True:  # the Git server needs a moment to listen
-        try:
-            git("push", "-q", "origin", "main", cwd=work)
-            break
-        except subprocess.CalledProcessError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    git("push", "-q", "origin", "main", cwd=work)
     git("branch", "-q", "--set-upstream-to=origin/main", cwd=work)
 
     environments = discover(args.environments)

@@ -50,22 +50,27 @@ def redact(body: Body | None) -> Body | None:
     if body is None or not is_secret(body):
         return body
     result = copy.deepcopy(body)
+    _redact_secret_in_place(result)
+    return result
+
+
+def _redact_secret_in_place(secret: Body) -> None:
     for section, encoded in (("data", True), ("stringData", False)):
-        values = result.get(section)
+        values = secret.get(section)
         if isinstance(values, dict):
-            result[section] = {k: _fingerprint(str(v), encoded) for k, v in values.items()}
-    annotations = (result.get("metadata") or {}).get("annotations")
+            secret[section] = {k: _fingerprint(str(v), encoded) for k, v in values.items()}
+    annotations = (secret.get("metadata") or {}).get("annotations")
     if isinstance(annotations, dict):
         annotations.pop(LAST_APPLIED, None)
-    return result
 
 
 def for_display(body: Body | None, *, keep_status: bool = False) -> Body | None:
     """Redacted, without server bookkeeping (managedFields, resourceVersion, ...), for diffs."""
     if body is None:
         return None
-    result = redact(copy.deepcopy(body))
-    assert result is not None
+    result = copy.deepcopy(body)
+    if is_secret(result):
+        _redact_secret_in_place(result)
     metadata = result.get("metadata")
     if isinstance(metadata, dict):
         for name in _VOLATILE_METADATA:

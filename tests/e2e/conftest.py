@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from reconciler.devcluster import gitserver
 from reconciler.devcluster.build import Toolchain
 from reconciler.devcluster.cluster import free_port
 
@@ -47,30 +48,7 @@ class GitServer:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                "git",
-                "daemon",
-                "--reuseaddr",
-                f"--base-path={self.base}",
-                "--export-all",
-                "--enable=receive-pack",
-                "--listen=127.0.0.1",
-                f"--port={self.port}",
-                str(self.base),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                ["git", "ls-remote", self.url("nonexistent")], capture_output=True, timeout=10, check=False
-            )
-            if b"Connection refused" not in probe.stderr:
-                return
-            time.sleep(0.05)
-        raise RuntimeError("git daemon did not start")
+        self.process = gitserver.serve(self.base, self.port)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -115,12 +93,9 @@ class Repo:
         return git("rev-parse", "HEAD", cwd=self.work)
 
     def install_hook(self, daemon_port: int, secret_file: Path) -> None:
-        hook = self.server.base / f"{self.name}.git" / "hooks" / "post-receive"
-        hook.write_text(
-            f"#!/bin/sh\nexec {sys.executable} -m reconciler.hook "
-            f"--url http://127.0.0.1:{daemon_port}/webhooks/git --secret-file {secret_file}\n"
+        gitserver.install_webhook_hook(
+            self.server.base / f"{self.name}.git", f"http://127.0.0.1:{daemon_port}/webhooks/git", secret_file
         )
-        hook.chmod(0o755)
 
 
 @pytest.fixture
