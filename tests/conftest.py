@@ -13,6 +13,7 @@ from kubernetes_asyncio import client, config
 from reconciler.devcluster import Cluster, ensure_toolchain
 from reconciler.devcluster.build import Toolchain
 from reconciler.kube import KubeClient
+from tests.support import AuditLog
 
 
 def _log(message: str) -> None:
@@ -70,3 +71,9 @@ async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
     """reconciler's own client, bound to the session cluster as admin."""
     async with await KubeClient.from_kubeconfig(kubeconfig) as connection:
         yield connection
+
+
+@pytest.fixture(scope="session")
+def audit(cluster: Cluster) -> AuditLog:
+    """The session cluster's audit log of writes: who wrote what, as the API server saw it."""
+    return AuditLog(cluster.audit_log_path)

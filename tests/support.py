@@ -1,9 +1,13 @@
-"""Helpers for integration tests: environment repositories on disk and API server write counts."""
+"""Helpers for integration tests: environment repositories on disk and the API server's record of writes."""
 
 from __future__ import annotations
 
-import re
+import asyncio
+import contextlib
+import json
+import secrets
 import textwrap
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +16,11 @@ from typing import Any
 import yaml
 
 from reconciler.kube import KubeClient
+from reconciler.kube.client import USER_AGENT
+from reconciler.kube.errors import NotFoundError
 from reconciler.render import RenderOptions
 
-WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION", "CREATE", "UPDATE"})
-_SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+AUDIT_WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
 @dataclass
@@ -54,26 +58,66 @@ class EnvRepo:
         target.write_text(textwrap.dedent(text).lstrip())
 
 
-async def apiserver_writes(kube: KubeClient, resources: set[str]) -> Counter[str]:
-    """Non-dry-run writes to the main resource (not subresources) of ``resources``, by verb.
+@dataclass
+class AuditLog:
+    """The local API server's audit log (writes only, see ``reconciler.devcluster.cluster.AUDIT_POLICY``).
 
-    Read from the API server's own ``apiserver_request_total``, so it counts what the server saw, not
-    what our client believes it sent.
+    Unlike ``apiserver_request_total`` it names the client (user agent) and the object of each write, so
+    a count is not disturbed by the controllers and namespace clean-ups that run beside a test.
     """
-    counts: Counter[str] = Counter()
-    for line in (await kube.text("/metrics")).splitlines():
-        match = _SAMPLE.match(line)
-        if match is None:
-            continue
-        labels = dict(_LABEL.findall(match.group("labels")))
-        if (
-            labels.get("verb") in WRITE_VERBS
-            and labels.get("resource") in resources
-            and not labels.get("subresource")
-            and not labels.get("dry_run")
-        ):
-            counts[labels["verb"]] += int(float(match.group("value")))
-    return counts
+
+    path: Path
+
+    def mark(self) -> int:
+        """A position in the log; ``writes`` counts what was logged after it."""
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    async def writes(
+        self,
+        kube: KubeClient,
+        since: int,
+        *,
+        user_agent: str = USER_AGENT,
+        resources: set[str] | None = None,
+    ) -> Counter[str]:
+        """Non-dry-run writes by clients whose user agent starts with ``user_agent`` since ``since``, by
+        verb (main resources only; ``resources`` narrows it further).
+
+        A marker request (a DELETE of a ConfigMap that does not exist) is sent first and waited for, so
+        every request that completed before this call is in the log when it is read.
+        """
+        marker = f"audit-marker-{secrets.token_hex(8)}"
+        with contextlib.suppress(NotFoundError):
+            await kube.request("DELETE", f"/api/v1/namespaces/default/configmaps/{marker}")
+        deadline = time.monotonic() + 10
+        while True:
+            events = self._events(since)
+            if any((e.get("objectRef") or {}).get("name") == marker for e in events):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the audit marker {marker} never reached {self.path}")
+            await asyncio.sleep(0.05)
+        counts: Counter[str] = Counter()
+        for event in events:
+            ref = event.get("objectRef") or {}
+            if (
+                str(event.get("userAgent", "")).startswith(user_agent)
+                and str(event.get("verb")) in AUDIT_WRITE_VERBS
+                and not ref.get("subresource")
+                and "dryRun=" not in str(event.get("requestURI", ""))
+                and ref.get("name") != marker
+                and (resources is None or ref.get("resource") in resources)
+            ):
+                counts[str(event["verb"])] += 1
+        return counts
+
+    def _events(self, since: int) -> list[dict[str, Any]]:
+        with self.path.open("rb") as handle:
+            handle.seek(since)
+            data = handle.read()
+        # only whole lines: the server may be in the middle of writing the last one
+        complete = data[: data.rfind(b"\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def deployment(

@@ -44,6 +44,26 @@ SERVICE_IP = "10.96.0.1"
 DEFAULT_NODES = 3
 # Processes in start order; they are stopped in reverse.
 PROCESSES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# Writes only (reads, and the constant lease renewals and Events, are left out), at Metadata level: who
+# (user agent), what (verb, objectRef) and the response code, never a body. A dry-run is logged too; its
+# requestURI carries dryRun=All.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    verbs: ["get", "list", "watch"]
+  - level: None
+    resources:
+      - group: coordination.k8s.io
+        resources: ["leases"]
+      - group: ""
+        resources: ["events"]
+      - group: events.k8s.io
+        resources: ["events"]
+  - level: Metadata
+"""
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _PORT_CLASH = re.compile(r"address already in use|bind: address", re.IGNORECASE)
 
@@ -192,6 +212,9 @@ class Cluster:
         self.kubeconfig_path = self.directory / "kubeconfig"
         self.logs = self.directory / "logs"
         self.pki_paths = pki.PkiPaths.under(self.directory / "pki")
+        # The API server's own record of every write (see AUDIT_POLICY): tests count writes per
+        # namespace and client from it, which apiserver_request_total cannot tell apart.
+        self.audit_log_path = self.logs / "audit.log"
 
     # -- state ---------------------------------------------------------------------------------
     def load_state(self) -> ClusterState | None:
@@ -325,6 +348,8 @@ class Cluster:
         )
 
         issuer = "https://kubernetes.default.svc.cluster.local"
+        audit_policy = self.directory / "audit-policy.yaml"
+        audit_policy.write_text(AUDIT_POLICY, encoding="utf-8")
         self._spawn(
             state,
             "kube-apiserver",
@@ -348,6 +373,11 @@ class Cluster:
                 "--disable-admission-plugins=ServiceAccount",
                 "--allow-privileged=true",
                 "--profiling=false",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.audit_log_path}",
+                "--audit-log-format=json",
+                "--audit-log-mode=blocking",
+                "--audit-log-maxsize=0",
             ],
         )
         http = _Http(server, paths)

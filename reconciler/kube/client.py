@@ -26,6 +26,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
+from reconciler import __version__
 from reconciler.kube.errors import (
     AlreadyExistsError,
     KubeError,
@@ -39,6 +40,7 @@ from reconciler.objects import FIELD_MANAGER, Body, ObjectKey
 JSON = "application/json"
 SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 APPLY_PATCH = "application/apply-patch+yaml"
+USER_AGENT = f"reconciler/{__version__}"
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class KubeClient:
         max_in_flight: int = 32,
     ) -> None:
         self.api = api
+        # The API server's audit log and apiserver metrics name clients by user agent.
+        self.api.user_agent = USER_AGENT
         # One bound for every short request of this client (watches are not counted): the connection
         # pool stays small (each new connection costs a TLS handshake) and the API server is not flooded.
         self._in_flight = asyncio.Semaphore(max_in_flight)
