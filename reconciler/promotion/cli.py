@@ -1,0 +1,180 @@
+"""Promotion commands of the CLI: ``promote``, ``promotions``, ``approve``, ``reject``, ``rollback``.
+
+They talk to a running daemon's API. Mutating commands sign their body with the secret in ``--key``
+(HMAC-SHA256; the body carries the identity, a fresh nonce and the time), so the daemon can check who
+acts without any session or password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from reconciler.promotion.signing import KEY_HEADER, SIGNATURE_HEADER, make_body, signature
+
+
+class PromotionCommandError(Exception):
+    """A promotion command failed; the message says why."""
+
+
+def _call(
+    server: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> Any:
+    url = server.rstrip("/") + path
+    request = urllib.request.Request(  # noqa: S310 - the operator's own daemon
+        url, data=body, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", "")
+        except (ValueError, AttributeError):
+            reason = ""
+        raise PromotionCommandError(f"{method} {url}: {exc.code} {reason or exc.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise PromotionCommandError(f"cannot reach {url}: {exc}") from None
+
+
+def _signed(args: argparse.Namespace, action: str, **fields: Any) -> tuple[bytes, dict[str, str]]:
+    try:
+        secret = Path(args.key).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise PromotionCommandError(f"--key: cannot read {args.key}: {exc.strerror}") from None
+    body = make_body(action, args.identity, **fields)
+    return body, {KEY_HEADER: args.key_id or args.identity, SIGNATURE_HEADER: signature(secret, body)}
+
+
+def _print(promotion: dict[str, Any], output: str) -> None:
+    if output == "json":
+        print(json.dumps(promotion, indent=2))
+        return
+    print(f"promotion {promotion['id']}: {promotion['from']} -> {promotion['to']} ({promotion['type']})")
+    print(f"  revision:  {promotion['revision']}")
+    print(f"  phase:     {promotion['phase']}  {promotion.get('message', '')}")
+    print(
+        f"  approvals: {promotion.get('approvalSummary', '')}  "
+        + ", ".join(a["identity"] for a in promotion["approvals"])
+    )
+    for image in promotion.get("images") or []:
+        value = image.get("newTag") or image.get("digest") or image.get("newName", "")
+        print(f"  image:     {image['name']} -> {value}")
+    if promotion.get("commit"):
+        print(f"  commit:    {promotion['commit']}")
+
+
+def promote(args: argparse.Namespace) -> int:
+    """Request a promotion."""
+    fields: dict[str, Any] = {"from": args.source, "to": args.target}
+    if args.revision:
+        fields["revision"] = args.revision
+    body, headers = _signed(args, "request", **fields)
+    _print(_call(args.server, "POST", "/api/v1/promotions", body, headers), args.output)
+    return 0
+
+
+def rollback(args: argparse.Namespace) -> int:
+    """Request a rollback."""
+    fields: dict[str, Any] = {"to": args.environment}
+    if args.to:
+        fields["target"] = args.to
+    body, headers = _signed(args, "rollback", **fields)
+    _print(_call(args.server, "POST", "/api/v1/promotions", body, headers), args.output)
+    return 0
+
+
+def decide(args: argparse.Namespace) -> int:
+    """Approve or reject a promotion (bound to the revision it promotes)."""
+    current = _call(args.server, "GET", f"/api/v1/promotions/{args.id}")
+    revision = args.revision or current["revision"]
+    if args.revision and args.revision != current["revision"]:
+        raise PromotionCommandError(
+            f"promotion {args.id} is of revision {current['revision']}, not {args.revision}"
+        )
+    action = "approve" if args.approve else "reject"
+    body, headers = _signed(args, action, promotion=args.id, revision=revision, comment=args.comment)
+    path = f"/api/v1/promotions/{args.id}/" + ("approvals" if args.approve else "rejections")
+    _print(_call(args.server, "POST", path, body, headers), args.output)
+    return 0
+
+
+def promotions(args: argparse.Namespace) -> int:
+    """List promotions (or show one)."""
+    if args.id:
+        _print(_call(args.server, "GET", f"/api/v1/promotions/{args.id}"), args.output)
+        return 0
+    items = _call(args.server, "GET", "/api/v1/promotions")["promotions"]
+    if args.output == "json":
+        print(json.dumps(items, indent=2))
+        return 0
+    print(f"{'ID':<36} {'FROM':<22} {'TO':<22} {'REVISION':<13} {'APPROVALS':<10} {'PHASE':<11} MESSAGE")
+    for p in items:
+        print(
+            f"{p['id']:<36} {p['from']:<22} {p['to']:<22} {p['revision'][:12]:<13} "
+            f"{p.get('approvalSummary', ''):<10} {p['phase']:<11} {p.get('message', '')}"
+        )
+    return 0
+
+
+def _guard(handler: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            result: int = handler(args)
+        except PromotionCommandError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return result
+
+    return run
+
+
+def _common(parser: argparse.ArgumentParser, *, signed: bool) -> None:
+    parser.add_argument("--server", default="http://127.0.0.1:8080", help="daemon URL (default: %(default)s)")
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    if signed:
+        parser.add_argument("--as", dest="identity", required=True, help="the identity acting (an approver)")
+        parser.add_argument("--key", required=True, help="file holding the secret that signs the request")
+        parser.add_argument(
+            "--key-id",
+            default="",
+            help="the key's name when it is an integration's (default: the --as identity)",
+        )
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the promotion commands to the top-level parser."""
+    p = subparsers.add_parser("promote", help="request a promotion from one environment to another")
+    p.add_argument("source", metavar="FROM", help="source environment (for example tams-staging)")
+    p.add_argument("target", metavar="TO", help="target environment (for example tams-production)")
+    p.add_argument("--revision", default="", help="the source revision to promote (default: what FROM runs)")
+    _common(p, signed=True)
+    p.set_defaults(handler=_guard(promote))
+
+    p = subparsers.add_parser("promotions", help="list promotions, or show one")
+    p.add_argument("id", nargs="?", default="", help="a promotion id")
+    _common(p, signed=False)
+    p.set_defaults(handler=_guard(promotions))
+
+    for name, approve in (("approve", True), ("reject", False)):
+        p = subparsers.add_parser(name, help=f"{name} a promotion (signed, bound to its revision)")
+        p.add_argument("id", help="the promotion id")
+        p.add_argument("--revision", default="", help="the revision you checked (default: the promotion's)")
+        p.add_argument("--comment", default="", help="a note kept with the decision")
+        _common(p, signed=True)
+        p.set_defaults(handler=_guard(decide), approve=approve)
+
+    p = subparsers.add_parser("rollback", help="request a rollback of an environment through the same gates")
+    p.add_argument("environment", metavar="ENV", help="the environment to roll back (a pipeline's target)")
+    p.add_argument(
+        "--to",
+        default="",
+        help="a promotion id (restore its values) or a revision (default: before the last one)",
+    )
+    _common(p, signed=True)
+    p.set_defaults(handler=_guard(rollback))
