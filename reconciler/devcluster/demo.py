@@ -73,6 +73,34 @@ def discover(environments: Path) -> list[dict[str, Any]]:
     return found
 
 
+def demo_promotions(root: Path, environments: list[dict[str, Any]]) -> dict[str, Any]:
+    """A staging → production pipeline for every system that has both, with three demo approvers
+    whose secrets are generated into ``<root>/keys/``."""
+    keys = root / "keys"
+    keys.mkdir(exist_ok=True)
+    approvers = []
+    for person in ("alice", "bob", "carol"):
+        key = keys / person
+        key.write_text(secrets.token_hex(24))
+        key.chmod(0o600)
+        approvers.append({"identity": f"{person}@example.com", "secret_file": str(key), "groups": ["sre"]})
+    names = {e["name"] for e in environments}
+    pipelines = [
+        {
+            "name": env["name"].removesuffix("-staging"),
+            "from": env["name"],
+            "to": env["name"].removesuffix("-staging") + "-production",
+            "approvals": 2,
+            "approvers": ["group:sre"],
+            "soak": "30s",
+            "rollback": {"approvals": 1},
+        }
+        for env in environments
+        if env["name"].endswith("-staging") and env["name"].removesuffix("-staging") + "-production" in names
+    ]
+    return {"approvers": approvers, "pipelines": pipelines}
+
+
 def status_line(env: dict[str, Any]) -> str:
     revision = (env.get("revision") or "")[:12] or "-"
     return (
@@ -131,6 +159,7 @@ def main() -> int:
     git("branch", "-q", "--set-upstream-to=origin/main", cwd=work)
 
     environments = discover(args.environments)
+    promotions = demo_promotions(root, environments)
     config = {
         "repository": {"url": url, "branch": "main", "poll_interval": "60s"},
         "clusters": [{"name": "demo", "kubeconfig": str(kubeconfig)}],
@@ -140,6 +169,7 @@ def main() -> int:
         "listen": f"127.0.0.1:{daemon_port}",
         "cache_dir": str(root / "daemon-cache"),
         "kustomize": str(tools.kustomize),
+        "promotions": promotions,
     }
     config_path = root / "reconciler.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -159,6 +189,16 @@ def main() -> int:
     say("  git commit -am 'bump staging' && git push             # the hook sends a signed webhook")
     say(f"  curl -s http://127.0.0.1:{daemon_port}/api/v1/environments")
     say(f"  KUBECONFIG={kubeconfig} {tools.kubectl} get deploy -A")
+    say("")
+    say("Promote staging to production (alice requests; bob and carol approve, each signing with a key):")
+    cli = f"{Path(sys.executable).parent / 'reconciler'}"
+    server = f"--server http://127.0.0.1:{daemon_port}"
+    keys = root / "keys"
+    say(f"  {cli} promote tams-staging tams-production --as alice@example.com --key {keys}/alice {server}")
+    say(f"  {cli} approve ID --as bob@example.com --key {keys}/bob {server}")
+    say(f"  {cli} approve ID --as carol@example.com --key {keys}/carol {server}")
+    say(f"  {cli} promotions {server}     # or: kubectl get promotions -n reconciler-system")
+    say(f"  {cli} rollback tams-production --as alice@example.com --key {keys}/alice {server}")
     say("")
 
     stop = {"now": False}

@@ -462,3 +462,36 @@ exit 0
     setup.pull()
     assert (repo.work / "apps/production/NOTES").read_text().strip() == "human"
     assert image_of(kube_sync, namespace, "production-api") == "registry.invalid/api:2"
+
+
+def test_automatic_request_when_staging_is_healthy_at_new_inputs_then_expiry(
+    tmp_path: Path,
+    repo: Repo,
+    kubeconfig: Path,
+    toolchain: Toolchain,
+    namespace: str,
+    setups: list[Setup],
+) -> None:
+    """auto_request: a healthy staging at new inputs requests a promotion by itself; a request nobody
+    approves expires."""
+    setup = start(
+        tmp_path,
+        repo,
+        kubeconfig,
+        toolchain,
+        namespace,
+        pipeline={"auto_request": True, "expire_after": "6s"},
+    )
+    setups.append(setup)
+    revision = push_staging_tag(setup, "2")
+
+    def automatic() -> Any:
+        items = setup.daemon.get_json("/api/v1/promotions")["promotions"]
+        return [p for p in items if p["revision"] == revision]
+
+    found = wait_for(automatic, timeout=30, what="an automatic promotion request")
+    assert len(found) == 1
+    assert found[0]["requestedBy"] == "reconciler"
+    assert found[0]["images"] == [{"name": "registry.invalid/api", "newTag": "2"}]
+    expired = setup.wait_phase(found[0]["id"], "Expired", timeout=30)
+    assert "not approved within" in expired["message"]
