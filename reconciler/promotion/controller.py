@@ -92,6 +92,9 @@ class Host(Protocol):
     async def input_key_at(self, environment: str, revision: str) -> str:
         """The render-input key of ``environment`` at ``revision``."""
 
+    def head_revision(self) -> str:
+        """The branch head last fetched ("" before the first fetch); followers fetch too."""
+
 
 class PromotionMetrics:
     """Promotion metrics on the daemon's registry."""
@@ -277,16 +280,19 @@ class PromotionController:
             if await self._known_nonce(call.nonce):
                 raise PromotionError(409, "this request was already received (replayed nonce)")
         view = self.host.environment_view(source)
-        if view is None or not view.revision:
-            raise PromotionError(409, f"{source} has not been synced yet: nothing to promote")
-        revision = str(payload.get("revision") or view.revision)
+        # a follower replica does not sync: it knows the fetched head, not what the source runs
+        current = view.revision if view is not None and view.revision else self.host.head_revision()
+        revision = str(payload.get("revision") or current)
+        if not revision:
+            raise PromotionError(409, "the repository has not been fetched yet: nothing to promote")
         if len(revision) != 40 or not self.writer.is_ancestor(revision, revision):
             raise PromotionError(
                 404, f"revision {revision[:40]!r} is not a full commit id the repository holds"
             )
-        input_key = (
-            view.input_key if revision == view.revision else await self.host.input_key_at(source, revision)
-        )
+        if view is not None and view.input_key and revision == view.revision:
+            input_key = view.input_key
+        else:
+            input_key = await self.host.input_key_at(source, revision)
         source_env = self._env_path(source)
         images, files = await asyncio.to_thread(self._promoted_values, pipeline, source_env, revision)
         base = await self._last_promoted_revision(pipeline)
@@ -318,8 +324,9 @@ class PromotionController:
         if await self._known_nonce(call.nonce):
             raise PromotionError(409, "this request was already received (replayed nonce)")
         view = self.host.environment_view(target)
-        if view is None or not view.revision:
-            raise PromotionError(409, f"{target} has not been synced yet")
+        head = view.revision if view is not None and view.revision else self.host.head_revision()
+        if view is None or not head:
+            raise PromotionError(409, "the repository has not been fetched yet")
         wanted = str(payload.get("target") or "")
         promotions = await self.store.list()
         images: list[dict[str, str]]
@@ -328,7 +335,7 @@ class PromotionController:
             images = list((chosen.get("spec") or {}).get("images") or [])
             what = f"the values promoted by {wanted}"
         elif wanted:
-            if not self.writer.is_ancestor(wanted, view.revision):
+            if not self.writer.is_ancestor(wanted, head):
                 raise PromotionError(
                     404, f"{wanted!r} is neither a promotion nor a revision of {target}'s history"
                 )
@@ -356,7 +363,7 @@ class PromotionController:
             "from": target,
             "to": target,
             "type": "Rollback",
-            "sourceRevision": view.revision,
+            "sourceRevision": head,
             "sourceInputKey": view.input_key,
             "requestedBy": call.identity,
             "requestNonce": call.nonce,
