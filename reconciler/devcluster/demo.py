@@ -32,6 +32,7 @@ import yaml
 from reconciler.devcluster import gitserver
 from reconciler.devcluster.build import cache_root, ensure_toolchain
 from reconciler.devcluster.cluster import Cluster, free_port
+from reconciler.devcluster.provisioner import VolumeProvisioner
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "reconciler demo",
@@ -133,8 +134,11 @@ def main() -> int:
     args = parser.parse_args()
 
     tools = ensure_toolchain(say)
-    kubeconfig = Cluster(args.name).up(say, toolchain=tools)
-    root = cache_root() / "demo"
+    cluster = Cluster(args.name)
+    kubeconfig = cluster.up(say, toolchain=tools)
+    provisioner = VolumeProvisioner(cluster)  # the local cluster has no volume provisioner of its own
+    provisioner.start()
+    root = cache_root() / ("demo" if args.name == "demo" else f"demo-{args.name}")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     bare, work = root / "environments.git", root / "work"
@@ -234,6 +238,7 @@ def main() -> int:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(20)
+        provisioner.stop()
         git_server.terminate()
         git_server.wait(10)
         say("daemon and Git server stopped; the cluster stays up for inspection:")
