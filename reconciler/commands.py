@@ -27,6 +27,7 @@ from reconciler.objects import Action
 from reconciler.plan.diff import redact
 from reconciler.plan.ordering import WaveError, plan_stages
 from reconciler.plan.prune import PruneOptions
+from reconciler.promotion import cli as promotion_cli
 from reconciler.render import Renderer, RenderError, RenderOptions
 from reconciler.render.restrictions import LoadPolicy
 from reconciler.sync import Engine, SyncOptions, SyncResult
@@ -268,6 +269,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.add_argument("--server", default="http://127.0.0.1:8080", help="daemon URL (default: %(default)s)")
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")
     status.set_defaults(handler=_status)
+    promotion_cli.register(subparsers)
     run = subparsers.add_parser(
         "run", help="run the daemon (Git source, webhooks, work queue, leader election)"
     )

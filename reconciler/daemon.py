@@ -21,22 +21,27 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
 
+from reconciler import crds
+from reconciler.envstatus import EnvironmentObjects, changeset_summary, next_conditions, now_rfc3339
+from reconciler.events import EventNote, EventRecorder, drift_event, sync_events
 from reconciler.kube.cache import LiveCache
 from reconciler.kube.client import KubeClient
 from reconciler.kube.errors import KubeError
 from reconciler.leader import LeaderElector
+from reconciler.metrics import Metrics
+from reconciler.objects import ChangeSetEntry
 from reconciler.plan.prune import PruneOptions
+from reconciler.promotion import api as promotion_api
+from reconciler.promotion.controller import EnvView, PromotionController
+from reconciler.promotion.gitwriter import GitWriter
+from reconciler.promotion.store import PromotionStore
 from reconciler.render import Renderer, RenderError, RenderOptions
 from reconciler.render.restrictions import LoadPolicy
 from reconciler.server.app import STATE, build_app
@@ -61,15 +66,27 @@ class EnvironmentState:
     last_sync: float = 0.0
     last_success: float = 0.0
     syncs: int = 0
+    applied_revision: str = ""  # the last revision applied completely (Synced), for status and metrics
+    conditions: list[dict[str, Any]] = field(default_factory=list)  # kstatus: Ready/Reconciling/Stalled
+    # since when the environment has been Ready at ``input_key`` (0: not Ready): promotions' soak time
+    healthy_since: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.conditions:
+            self.conditions = next_conditions(
+                [], "Reconciling", "Pending", "waiting for the first sync", now_rfc3339()
+            )
 
     def status(self) -> dict[str, Any]:
-        """JSON status for the API."""
+        """JSON status for the API (also the source of the Environment object's status)."""
         result = self.result
         base: dict[str, Any] = {
             "name": self.config.name,
             "path": self.config.path,
             "cluster": self.config.cluster,
             "revision": self.revision,
+            "appliedRevision": self.applied_revision,
+            "conditions": self.conditions,
             "syncs": self.syncs,
             "lastSyncTime": self.last_sync or None,
             "lastSuccessTime": self.last_success or None,
@@ -91,63 +108,13 @@ class EnvironmentState:
             "reason": summary["reason"],
             "message": summary["message"],
             "changes": summary["changes"],
+            "lastChangeSet": changeset_summary(result.changeset),
+            "unhealthy": summary["unhealthy"],
+            "pruneBlocked": summary["pruneBlocked"],
+            "inventoryObjects": result.inventory_size,
+            "durations": summary["durations"],
             "lastError": result.error,
         }
-
-
-@dataclass
-class Metrics:
-    """The daemon's own Prometheus metrics (a first set; observability grows them)."""
-
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        r = self.registry
-        self.fetches = Counter(
-            "reconciler_git_fetches_total", "Git fetches by result.", ["result"], registry=r
-        )
-        self.fetch_seconds = Histogram(
-            "reconciler_git_fetch_duration_seconds", "Git fetch duration.", registry=r
-        )
-        self.last_fetch = Gauge(
-            "reconciler_git_last_success_timestamp_seconds", "Last successful fetch.", registry=r
-        )
-        self.syncs = Counter(
-            "reconciler_syncs_total",
-            "Syncs by environment and result.",
-            ["environment", "result"],
-            registry=r,
-        )
-        self.sync_seconds = Histogram(
-            "reconciler_sync_duration_seconds",
-            "Sync duration.",
-            ["environment"],
-            registry=r,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
-        )
-        self.leader = Gauge("reconciler_leader", "1 while this replica is the leader.", registry=r)
-
-    def count_requests_of(self, clients: dict[str, KubeClient]) -> None:
-        """Export the request counters of these clients (the daemon's, filled as clusters connect)."""
-        self.registry.register(_KubeRequests(clients))
-
-
-class _KubeRequests(Collector):
-    """Kubernetes API requests made by this process, by cluster, verb and status code."""
-
-    def __init__(self, clients: dict[str, KubeClient]) -> None:
-        self.clients = clients
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "reconciler_kube_requests",
-            "Kubernetes API requests by cluster, verb and code.",
-            labels=["cluster", "verb", "code"],
-        )
-        for cluster, client in self.clients.items():
-            for (verb, code), count in sorted(client.request_counts().items()):
-                family.add_metric([cluster, verb, str(code)], count)
-        yield family
 
 
 class Daemon:
@@ -164,6 +131,15 @@ class Daemon:
         self.caches: dict[str, LiveCache] = {}
         self.engines: dict[str, Engine] = {}
         self.environments = {e.name: EnvironmentState(e) for e in settings.environments}
+        for name in self.environments:
+            self.metrics.environment_known(name)
+        self.environment_objects: dict[str, EnvironmentObjects] = {}  # by cluster
+        self.events = EventRecorder(
+            instance=settings.leader_election.identity or "reconciler",
+            on_outcome=lambda reason, outcome: self.metrics.events.labels(
+                reason=reason, outcome=outcome
+            ).inc(),
+        )
         self.queue = WorkQueue(self._handle, workers=settings.workers, backoff=Backoff(base=1.0, cap=60.0))
         self.revision = ""
         self.snapshot: Path | None = None
@@ -177,7 +153,9 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
-        self.app = build_app(self, settings.webhooks, self.metrics.registry)
+        self.app = build_app(self, settings.webhooks, self.metrics.registry, self.metrics.webhook_requests)
+        self.promotions: PromotionController | None = None
+        promotion_api.add_routes(self.app, lambda: self.promotions)
 
     # -- Controller protocol (for the HTTP server) --------------------------------------------------
     def push(self, push: Push) -> str:
@@ -224,6 +202,54 @@ class Daemon:
         }
         return [{**state.status(), **stale} for state in self.environments.values()]
 
+    # -- Host protocol (for promotions) ---------------------------------------------------------------
+    def environment_view(self, name: str) -> EnvView | None:
+        """What promotions need to know about one environment."""
+        state = self.environments.get(name)
+        if state is None:
+            return None
+        result = state.result
+        return EnvView(
+            name=name,
+            path=state.config.path,
+            revision=state.revision,
+            input_key=state.input_key if result is not None else "",
+            ok=result is not None and result.ok,
+            condition=result.condition if result is not None else "Reconciling",
+            reason=result.reason if result is not None else "Pending",
+            message=result.message if result is not None else "",
+            healthy_since=state.healthy_since,
+        )
+
+    def request_fetch(self) -> None:
+        """Fetch the repository now."""
+        self.queue.add(FETCH)
+
+    async def input_key_at(self, environment: str, revision: str) -> str:
+        """The render-input key of ``environment`` at ``revision`` (its snapshot is checked out)."""
+        state = self.environments[environment]
+        snapshot = await self.source.snapshot(revision)
+        return await asyncio.to_thread(
+            self.renderer.inputs_key,
+            snapshot,
+            snapshot / state.config.path,
+            self._render_options(state.config),
+        )
+
+    def head_revision(self) -> str:
+        """The branch head last fetched."""
+        return self.revision
+
+    def _start_promotions(self) -> None:
+        config = self.settings.promotions
+        if not config.pipelines:
+            return
+        cluster = self.settings.leader_election.cluster or self.settings.clusters[0].name
+        store = PromotionStore(self.clients[cluster], self.settings.inventory_namespace)
+        writer = GitWriter(self.source, config.author_name, config.author_email)
+        self.promotions = PromotionController(config, store, writer, self, self.metrics.registry)
+        self._spawn(self.promotions.run(self.leading), "promotions")
+
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect to clusters, start the server, the election, the poller and the workers."""
@@ -237,6 +263,13 @@ class Daemon:
             self.caches[cluster.name] = cache
             self.engines[cluster.name] = Engine(client, cache=cache, renderer=self.renderer)
             self.engines[cluster.name].inventory.namespace = self.settings.inventory_namespace
+            self.engines[cluster.name].on_drift = self._on_drift
+            self.environment_objects[cluster.name] = EnvironmentObjects(
+                client, self.settings.inventory_namespace
+            )
+        if self.settings.install_crds:
+            await self._install_crds()
+        self.events.start()
         self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(
@@ -257,6 +290,7 @@ class Daemon:
             self._spawn(self.elector.run(), "leader-election")
         else:
             self._leadership_changed(True)
+        self._start_promotions()
         self._spawn(self._poll(), "git-poll")
         self._spawn(self._resync(), "resync")
         # followers fetch too (for readiness and status), but never sync
@@ -274,6 +308,8 @@ class Daemon:
                 self.queue.add(f"env:{name}")
         else:
             self.leading.clear()
+            for name in self.environments:  # only the leader reports environments' state
+                self.metrics.environment_known(name)
 
     async def _poll(self) -> None:
         config = self.settings.repository
@@ -310,6 +346,7 @@ class Daemon:
             await self.elector.release()
         for engine in self.engines.values():
             await engine.close()
+        await self.events.close()
         for cache in self.caches.values():
             await cache.close()
         if self._runner is not None:
@@ -354,15 +391,13 @@ class Daemon:
             sha = await self.source.fetch()
             snapshot = await self.source.snapshot(sha)
         except GitError as exc:
-            self.metrics.fetches.labels(result="error").inc()
+            self.metrics.fetch_failed()
             self.stale_reason = str(exc)
             log.warning(
                 "git fetch failed; keeping the last good revision", error=str(exc), revision=self.revision
             )
             raise
-        self.metrics.fetches.labels(result="success").inc()
-        self.metrics.fetch_seconds.observe(time.monotonic() - started)
-        self.metrics.last_fetch.set_to_current_time()
+        self.metrics.fetched(time.monotonic() - started)
         self.fetched_once = True
         self.stale_reason = ""
         self.last_fetch_success = time.time()
@@ -387,6 +422,11 @@ class Daemon:
                 self.queue.add(f"env:{name}")
             else:
                 state.revision = sha
+                if state.result is not None and state.result.synced and state.applied_revision != sha:
+                    # the same render inputs at a new commit: applied as it is
+                    state.applied_revision = sha
+                    self.metrics.applied_revision(name, sha)
+                    await self._report(name, [])
 
     def _input_keys(self, snapshot: Path, sha: str) -> dict[str, str]:
         """Every environment's render-input key at a snapshot (blocking: one thread hop for all)."""
@@ -418,24 +458,86 @@ class Daemon:
             health_timeout=env.health_timeout,
             wait_for_all=False,
         )
-        structlog.contextvars.bind_contextvars(reconcile_id=f"{name}-{int(time.time() * 1000) % 10**8}")
-        log.info("sync started", environment=name, revision=revision[:12])
-        started = time.monotonic()
-        result = await engine.sync_directory(
-            snapshot, snapshot / env.path, self._render_options(env), options
-        )
-        elapsed = time.monotonic() - started
+        # every log line of this reconcile carries the environment, the revision and a reconcile id
+        context = {"environment": name, "revision": revision, "reconcile_id": f"{name}-{os.urandom(4).hex()}"}
+        with structlog.contextvars.bound_contextvars(**context):
+            log.info("sync started")
+            started = time.monotonic()
+            result = await engine.sync_directory(
+                snapshot, snapshot / env.path, self._render_options(env), options
+            )
+            elapsed = time.monotonic() - started
+        previous_key = state.input_key
         state.result, state.revision, state.last_sync = result, revision, time.time()
         state.syncs += 1
         state.input_key = result.input_hash or f"error@{revision}"
-        self.metrics.syncs.labels(environment=name, result=result.reason or result.condition).inc()
-        self.metrics.sync_seconds.labels(environment=name).observe(elapsed)
         if result.ok:
             state.last_success = time.time()
-        elif result.reason in ("ClusterUnreachable",):
+            if not state.healthy_since or previous_key != state.input_key:
+                state.healthy_since = time.time()
+        else:
+            state.healthy_since = 0.0
+        with structlog.contextvars.bound_contextvars(**context):
+            await self._after_sync(state, result, elapsed)
+        if self.promotions is not None:
+            self.promotions.wake()
+        if result.reason in ("ClusterUnreachable",):
             raise RuntimeError(result.message)  # retried with backoff by the queue
-        elif result.condition == "Reconciling":
+        if result.condition == "Reconciling":
             self.queue.add_after(f"env:{name}", 5.0)
+
+    # -- reporting: metrics, Environment objects, Events -------------------------------------------
+    async def _after_sync(self, state: EnvironmentState, result: SyncResult, elapsed: float) -> None:
+        """Metrics, conditions, the Environment object and Events of one finished sync."""
+        name = state.config.name
+        previous = next((c["type"] for c in state.conditions if c.get("status") == "True"), "")
+        self.metrics.synced(result, elapsed)
+        if result.synced and result.revision:
+            state.applied_revision = result.revision
+            self.metrics.applied_revision(name, result.revision)
+        state.conditions = next_conditions(
+            state.conditions, result.condition, result.reason, result.message, now_rfc3339()
+        )
+        await self._report(name, sync_events(result, previous))
+
+    async def _report(self, name: str, notes: list[EventNote]) -> None:
+        """Write the environment's object (when its status changed) and record ``notes`` about it."""
+        state = self.environments[name]
+        objects = self.environment_objects.get(state.config.cluster)
+        if objects is None:
+            return
+        spec = {
+            "path": state.config.path,
+            "cluster": state.config.cluster,
+            "repository": self.settings.repository.url,
+            "branch": self.settings.repository.branch,
+            "prune": state.config.prune,
+        }
+        await objects.report(name, spec, state.status())
+        for note in notes:
+            self.events.record(objects.client, objects.involved(name), note)
+
+    def _on_drift(self, environment: str, entry: ChangeSetEntry) -> None:
+        """The engine corrected (or refused to correct) drift: count it and say so."""
+        self.metrics.drift(environment, entry)
+        state = self.environments.get(environment)
+        objects = self.environment_objects.get(state.config.cluster) if state is not None else None
+        if objects is not None and self.leading.is_set():
+            self.events.record(objects.client, objects.involved(environment), drift_event(entry))
+
+    async def _install_crds(self) -> None:
+        """Apply reconciler's CRDs to every cluster (``install_crds``); a refusal is logged, not fatal."""
+        for name, client in self.clients.items():
+            try:
+                installed = await crds.ensure(client)
+                log.info("CRDs installed", cluster=name, crds=installed)
+            except KubeError as exc:
+                log.error(
+                    "could not install reconciler's CRDs; install deploy/base/crds as an administrator "
+                    "and set install_crds: false",
+                    cluster=name,
+                    error=str(exc),
+                )
 
 
 async def run(settings: Settings, kustomize: Path) -> None:

@@ -23,6 +23,9 @@ from typing import Any
 
 import yaml
 
+from reconciler.promotion.policy import PolicyError, PromotionSettings
+from reconciler.promotion.policy import parse as parse_promotions
+
 PROVIDERS = ("github", "gitlab", "gitea", "bitbucket", "generic")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
 
@@ -131,6 +134,10 @@ class Settings:
     resync_interval: float = 600.0
     workers: int = 4
     inventory_namespace: str = "reconciler-system"
+    # apply reconciler's own CRDs (reconciler/crds) at start; false where deploy/ installs them and the
+    # daemon's identity may not write CustomResourceDefinitions
+    install_crds: bool = True
+    promotions: PromotionSettings = field(default_factory=PromotionSettings)
 
     @property
     def listen_host(self) -> str:
@@ -230,6 +237,8 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
             "resync_interval",
             "workers",
             "inventory_namespace",
+            "install_crds",
+            "promotions",
         },
         "config",
     )
@@ -395,6 +404,10 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
         raise ConfigError(f"log_level: one of debug, info, warning, error; got {log_level!r}")
     cache_dir = Path(str(env.get("RECONCILER_CACHE_DIR") or raw.get("cache_dir") or "/tmp/reconciler"))  # noqa: S108
     kustomize = _path(raw, "kustomize", "config", base)
+    try:
+        promotions = parse_promotions(raw.get("promotions"), base, env_names, env)
+    except PolicyError as exc:
+        raise ConfigError(str(exc)) from None
     return Settings(
         repository=repository,
         clusters=tuple(clusters),
@@ -408,6 +421,8 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
         resync_interval=_number(raw, "resync_interval", "config", 600.0, minimum=5.0),
         workers=int(_number(raw, "workers", "config", 4, minimum=1)),
         inventory_namespace=str(raw.get("inventory_namespace", "reconciler-system")),
+        install_crds=_bool(raw, "install_crds", "config", True),
+        promotions=promotions,
     )
 
 

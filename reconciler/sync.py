@@ -27,6 +27,7 @@ Semantics a user can rely on:
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,11 @@ IMMUTABLE_ADVICE = (
 )
 
 
+# The stages a sync's time is split into (``SyncResult.durations`` keys; metrics use exactly these).
+# ``apply`` excludes the time spent waiting for health, which is ``health``.
+STAGES = ("render", "plan", "validate", "apply", "health", "prune")
+
+
 def _quiet(_: str) -> None:
     return None
 
@@ -108,7 +114,9 @@ class SyncResult:
     message: str = ""
     rendered: bool = False
     prune_blocked: str = ""
+    # seconds per stage of ``STAGES`` that ran, plus ``stage <name>`` per applied stage (apply + wait)
     durations: dict[str, float] = field(default_factory=dict)
+    inventory_size: int | None = None  # objects in the inventory written by this sync (None: not written)
     input_hash: str = ""  # the render cache key of the inputs synced ("" when the render failed)
 
     @property
@@ -221,6 +229,7 @@ class Engine:
         self.renderer = renderer or Renderer()
         self.guard = guard or FightGuard()
         self._desired: dict[str, dict[ObjectKey, Manifest]] = {}
+        self._revisions: dict[str, str] = {}  # the revision each environment's desired state comes from
         self._owner: dict[ObjectKey, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._pending_corrections: set[ObjectKey] = set()
@@ -415,7 +424,7 @@ class Engine:
                     pending = []
                 await self._apply_stage(stage, items, options, result, progress, applied_hashes)
         finally:
-            result.durations["apply"] = time.monotonic() - clock
+            result.durations["apply"] = time.monotonic() - clock - result.durations.get("health", 0.0)
             if applied_hashes:
                 after_apply = before.merged(
                     {
@@ -441,12 +450,15 @@ class Engine:
         )
         if final.to_json() != before.to_json():
             await self.inventory.save(env, final)
+        result.inventory_size = len(final.entries)
 
         # health of everything, and the environment's status
         self._desired[env] = {key: item.manifest for key, item in items.items()}
+        self._revisions[env] = options.revision
         for key in items:
             self._owner[key] = env
         everything = [item.manifest for item in items.values()]
+        clock = time.monotonic()
         if options.wait and options.wait_for_all:
             try:
                 await self._wait_healthy(
@@ -455,6 +467,7 @@ class Engine:
             except SyncFailedError as failure:
                 progress(failure.message)
         healths = await self._healths(everything)
+        result.durations["health"] = result.durations.get("health", 0.0) + time.monotonic() - clock
         result.health = aggregate(healths.values())
         result.unhealthy = {
             str(k): f"{h.status.value}: {h.message}" for k, h in healths.items() if not h.ready
@@ -647,7 +660,11 @@ class Engine:
                     for version in spec.get("versions") or []:
                         self.client.forget(f"{spec.get('group')}/{version.get('name')}")
         if stage.wait and options.wait:
-            await self._wait_healthy(stage, options.health_timeout, progress)
+            waited = time.monotonic()
+            try:
+                await self._wait_healthy(stage, options.health_timeout, progress)
+            finally:
+                result.durations["health"] = result.durations.get("health", 0.0) + time.monotonic() - waited
         result.durations[f"stage {stage.name}"] = time.monotonic() - clock
 
     async def _apply_one(self, item: _Item) -> ChangeSetEntry:
@@ -831,6 +848,15 @@ class Engine:
         task.add_done_callback(self._correction_tasks.discard)
 
     async def _correct(self, env: str, key: ObjectKey, event: str) -> None:
+        # a drift correction is a small reconcile of its own: its log lines carry the same context
+        with structlog.contextvars.bound_contextvars(
+            environment=env,
+            revision=self._revisions.get(env, ""),
+            reconcile_id=f"{env}-drift-{secrets.token_hex(4)}",
+        ):
+            await self._correct_one(env, key, event)
+
+    async def _correct_one(self, env: str, key: ObjectKey, event: str) -> None:
         try:
             async with self.lock(env):
                 manifest = self._desired.get(env, {}).get(key)
@@ -881,6 +907,7 @@ class Engine:
 
 
 __all__ = [
+    "STAGES",
     "Engine",
     "SyncFailedError",
     "SyncOptions",

@@ -6,7 +6,10 @@ No registry we can reach ships kube-apiserver or a recent etcd, so they are comp
   module that requires ``k8s.io/kubernetes`` and replaces every staging module (which upstream points
   at ``./staging`` with version v0.0.0) by its published ``v0.X.Y`` twin;
 * etcd through a three-line ``main`` that calls ``etcdmain.Main``;
-* kwok and kustomize with ``go install``.
+* kwok and kustomize with ``go install``;
+* Prometheus (``prometheus`` and ``promtool``, for the metrics and alert-rule tests) is not built: the
+  pinned Debian package is fetched with ``apt-get download`` (nothing is installed) and its two
+  binaries are extracted with ``dpkg-deb -x``.
 
 Each component lands in ``<cache>/bin/<name>-<version>/`` only once its build finished; a partial build
 never shadows a good one. The checksum database is not reachable from our machines, so builds run with
@@ -60,6 +63,8 @@ class Toolchain:
     kwok: Path
     kwok_stages: Path
     kustomize: Path
+    prometheus: Path
+    promtool: Path
 
 
 def find_kubectl() -> Path:
@@ -85,6 +90,8 @@ def _binaries_of(component: Component) -> tuple[str, ...]:
         return versions.KUBERNETES_BINARIES
     if component == versions.KWOK:
         return ("kwok", "stages.yaml")
+    if component == versions.PROMETHEUS:
+        return versions.PROMETHEUS_BINARIES
     return (component.name,)
 
 
@@ -100,6 +107,8 @@ def toolchain_paths(root: Path | None = None) -> Toolchain:
         kwok=component_dir(versions.KWOK, root) / "kwok",
         kwok_stages=component_dir(versions.KWOK, root) / "stages.yaml",
         kustomize=component_dir(versions.KUSTOMIZE, root) / "kustomize",
+        prometheus=component_dir(versions.PROMETHEUS, root) / "prometheus",
+        promtool=component_dir(versions.PROMETHEUS, root) / "promtool",
     )
 
 
@@ -241,7 +250,7 @@ class _Builder:
         return result.stdout
 
     def build(self, component: Component) -> None:
-        go = self.check_go()
+        go = "" if component == versions.PROMETHEUS else self.check_go()
         log_file = self.logs_dir / f"build-{component.key}.log"
         log_file.write_text("", encoding="utf-8")
         final = component_dir(component, self.root)
@@ -261,6 +270,8 @@ class _Builder:
             self._kwok_stages(go, component, staging, log_file)
         elif component == versions.KUSTOMIZE:
             self._go_install(go, f"sigs.k8s.io/kustomize/kustomize/v5@{component.version}", staging, log_file)
+        elif component == versions.PROMETHEUS:
+            self._extract_prometheus(src, staging, log_file)
         else:  # pragma: no cover - versions.ALL_COMPONENTS is closed
             raise ValueError(component)
         for name in _binaries_of(component):
@@ -342,6 +353,62 @@ class _Builder:
                 step="collect kwok stages", message=f"no stage files under {stage_root}", log_file=log_file
             )
         (out / "stages.yaml").write_text("\n---\n".join(documents) + "\n", encoding="utf-8")
+
+    def _extract_prometheus(self, src: Path, out: Path, log_file: Path) -> None:
+        """``apt-get download`` the pinned Debian package and extract prometheus and promtool from it."""
+        step = f"download prometheus {versions.PROMETHEUS_DEBIAN_VERSION} with apt-get"
+        apt_get, dpkg_deb = shutil.which("apt-get"), shutil.which("dpkg-deb")
+        if not apt_get or not dpkg_deb:
+            raise DevClusterError(
+                step=step,
+                message=(
+                    "apt-get and dpkg-deb are needed to fetch Prometheus (server and promtool) from "
+                    f"Debian's package prometheus={versions.PROMETHEUS_DEBIAN_VERSION} (nothing is "
+                    "installed; the binaries are extracted into the cache). On a machine without them, "
+                    f"put prometheus and promtool {versions.PROMETHEUS_VERSION} into "
+                    f"{out.with_name(versions.PROMETHEUS.key)}/ by hand."
+                ),
+            )
+        for old in src.glob("*.deb"):
+            old.unlink()
+        download = [apt_get, "download", f"prometheus={versions.PROMETHEUS_DEBIAN_VERSION}"]
+        try:
+            self.run(step, download, src, log_file, os.environ)
+        except DevClusterError:
+            if os.geteuid() != 0:
+                raise
+            # a clean machine may have no package lists yet: refresh them once, then retry
+            self.run(
+                "apt-get update (package lists for the prometheus download)",
+                [apt_get, "update"],
+                src,
+                log_file,
+                os.environ,
+            )
+            self.run(step, download, src, log_file, os.environ)
+        packages = sorted(src.glob("prometheus_*.deb"))
+        if not packages:
+            raise DevClusterError(step=step, message="apt-get produced no .deb file", log_file=log_file)
+        unpacked = src / "unpacked"
+        shutil.rmtree(unpacked, ignore_errors=True)
+        self.run(
+            "extract the prometheus package",
+            [dpkg_deb, "-x", str(packages[-1]), str(unpacked)],
+            src,
+            log_file,
+            os.environ,
+        )
+        for name in versions.PROMETHEUS_BINARIES:
+            binary = unpacked / "usr" / "bin" / name
+            if not binary.is_file():
+                raise DevClusterError(
+                    step="extract the prometheus package",
+                    message=f"{packages[-1].name} holds no usr/bin/{name}",
+                    log_file=log_file,
+                )
+            shutil.copy2(binary, out / name)
+        shutil.rmtree(unpacked, ignore_errors=True)
+        packages[-1].unlink()
 
     def _go_install(self, go: str, target: str, out: Path, log_file: Path) -> None:
         env = dict(self.env())

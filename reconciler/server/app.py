@@ -1,5 +1,5 @@
-"""The aiohttp application: ``POST /webhooks/git``, ``/healthz``, ``/readyz``, the status API and
-``/metrics``.
+"""The aiohttp application: ``POST /webhooks/git``, ``/healthz``, ``/readyz``, the status API,
+``/metrics`` and ``/openapi.json`` (every route is documented in ``reconciler.server.openapi``).
 
 The webhook handler is built to be hit by hostile clients: a per-source rate limit (429) is checked
 before anything is read, the body is capped (413, by Content-Length and while reading) and must arrive
@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from reconciler.server import webhooks
+from reconciler.server import openapi, webhooks
 from reconciler.settings import WebhookConfig
 
 log = structlog.get_logger(__name__)
@@ -211,19 +211,32 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(controller: Controller, config: WebhookConfig, registry: CollectorRegistry) -> web.Application:
-    """The application, with its state."""
+async def openapi_document(_: web.Request) -> web.Response:
+    """GET /openapi.json: the OpenAPI 3 document of these routes."""
+    return web.json_response(openapi.document())
+
+
+def build_app(
+    controller: Controller,
+    config: WebhookConfig,
+    registry: CollectorRegistry,
+    webhook_requests: Counter | None = None,
+) -> web.Application:
+    """The application, with its state (``webhook_requests``: the daemon's counter from
+    ``reconciler.metrics``; one is created on ``registry`` when not given)."""
     app = web.Application(client_max_size=config.max_body_bytes)
-    state = ServerState(
-        controller=controller,
-        config=config,
-        registry=registry,
-        webhook_requests=Counter(
+    if webhook_requests is None:
+        webhook_requests = Counter(
             "reconciler_webhook_requests_total",
             "Webhook requests by provider and result.",
             ["provider", "result"],
             registry=registry,
-        ),
+        )
+    state = ServerState(
+        controller=controller,
+        config=config,
+        registry=registry,
+        webhook_requests=webhook_requests,
         limiter=RateLimiter(config.rate_limit, config.rate_window),
     )
     app[STATE] = state
@@ -233,4 +246,5 @@ def build_app(controller: Controller, config: WebhookConfig, registry: Collector
     app.router.add_get("/api/v1/environments", environments)
     app.router.add_get("/api/v1/environments/{name}", environment)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi_document)
     return app

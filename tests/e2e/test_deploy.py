@@ -101,6 +101,7 @@ def test_daemon_in_cluster_layout_with_the_deploy_service_account(
     )
     config = yaml.safe_load(daemon.config_path.read_text())
     config["clusters"] = [{"name": "self", "in_cluster": True}]
+    config["install_crds"] = False  # as in deploy/: the CRDs came with `kubectl apply -k deploy`
     daemon.config_path.write_text(yaml.safe_dump(config))
     daemon.extra_env = {
         "KUBERNETES_SERVICE_HOST": "127.0.0.1",
@@ -115,8 +116,14 @@ def test_daemon_in_cluster_layout_with_the_deploy_service_account(
             what="TAMS staging to sync with the deploy/ identity",
         )
         assert status["health"] == "Healthy", status
+        # its Environment object and Events were written with this identity too
+        wait_for(
+            lambda: daemon.metric("reconciler_events_total", reason="Synced", outcome="created") >= 1,
+            what="the Synced Event to be recorded",
+        )
         # and every write it made was accepted: no 403 among its requests
         assert daemon.metric("reconciler_kube_requests_total", code="403") == 0, daemon.log()
+        assert daemon.metric("reconciler_events_total", outcome="failed") == 0, daemon.log()
     finally:
         assert daemon.stop() == 0
 
@@ -148,6 +155,13 @@ def test_daemon_in_cluster_layout_with_the_deploy_service_account(
         request_as(server, ca, token, "GET", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases")
         == 403
     )
+    # the Environment objects: written by server-side apply only, never deleted or listed by it
+    written = kubectl(toolchain, kubeconfig, "get", "environment", "tams-staging", "-n", "reconciler-system",
+                      "-o", "jsonpath={.status.sync}/{.status.health}")  # fmt: skip
+    assert written.stdout == "Synced/Healthy", written.stderr
+    environments = "/apis/reconciler.dev/v1alpha1/namespaces/reconciler-system/environments"
+    assert request_as(server, ca, token, "DELETE", f"{environments}/tams-staging") == 403
+    assert request_as(server, ca, token, "GET", environments) == 403
     # positive control: the same token reads what it manages
     assert (
         request_as(server, ca, token, "GET", "/apis/apps/v1/namespaces/tams-staging/deployments/tams-api")

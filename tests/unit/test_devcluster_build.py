@@ -113,3 +113,29 @@ def test_old_go_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         build.ensure_toolchain(lambda _: None, root=tmp_path / "cache")
     assert error.value.step == "check the Go version"
     assert "too old" in str(error.value)
+
+
+def test_missing_apt_get_for_prometheus_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every Go-built component cached but no apt-get, the Prometheus step fails by name."""
+    root = tmp_path / "cache"
+    for component in versions.ALL_COMPONENTS:
+        if component != versions.PROMETHEUS:
+            directory = build.component_dir(component, root)
+            directory.mkdir(parents=True)
+            for name in build._binaries_of(component):
+                (directory / name).write_text("")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DevClusterError) as error:
+        build.ensure_toolchain(lambda _: None, root=root)
+    assert error.value.step == f"download prometheus {versions.PROMETHEUS_DEBIAN_VERSION} with apt-get"
+    assert "apt-get" in str(error.value)
+    assert not build.is_built(versions.PROMETHEUS, root)
+
+
+def test_prometheus_is_cached_by_version() -> None:
+    """prometheus and promtool live under bin/prometheus-<version>/."""
+    paths = build.toolchain_paths(Path("/cache"))
+    assert paths.prometheus == Path(f"/cache/bin/prometheus-{versions.PROMETHEUS_VERSION}/prometheus")
+    assert paths.promtool.parent == paths.prometheus.parent

@@ -118,3 +118,11 @@ def test_load_reports_yaml_errors_with_the_line(tmp_path: Path) -> None:
     path.write_text("repository:\n  url: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         load(path)
+
+
+def test_install_crds_defaults_to_true_and_must_be_a_boolean(base: Path) -> None:
+    """The daemon installs its CRDs unless told not to (deploy/ sets false); only booleans are accepted."""
+    assert parse(config(), base, environ={}).install_crds is True
+    assert parse(config(install_crds=False), base, environ={}).install_crds is False
+    with pytest.raises(ConfigError, match=r"config\.install_crds: expected true or false"):
+        parse(config(install_crds="no"), base, environ={})

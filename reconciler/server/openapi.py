@@ -1,0 +1,293 @@
+"""The OpenAPI 3 document of the daemon's HTTP API, served at ``GET /openapi.json``.
+
+``PATHS`` holds one entry per route of the aiohttp application (path template -> method -> operation)
+and ``SCHEMAS`` the shared response bodies. A unit test compares ``PATHS`` with the application's
+router in both directions (the daemon's whole application, promotion routes included), so every new
+route must be documented here: add its path to ``PATHS`` and its bodies to ``SCHEMAS``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from reconciler import __version__
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}},
+    },
+    "Condition": {
+        "type": "object",
+        "description": "A kstatus condition (Ready, Reconciling, Stalled).",
+        "required": ["type", "status"],
+        "properties": {
+            "type": {"type": "string", "enum": ["Ready", "Reconciling", "Stalled"]},
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+            "lastTransitionTime": {"type": "string", "format": "date-time"},
+        },
+    },
+    "ChangeSetEntry": {
+        "type": "object",
+        "required": ["object", "action"],
+        "properties": {
+            "object": {"type": "string", "description": "Kind/namespace/name"},
+            "action": {
+                "type": "string",
+                "enum": ["created", "configured", "unchanged", "deleted", "skipped", "failed"],
+            },
+            "message": {"type": "string"},
+        },
+    },
+    "ChangeSetSummary": {
+        "type": "object",
+        "description": "The last sync's ChangeSet without diffs; unchanged objects are only counted.",
+        "properties": {
+            "summary": {"type": "string", "example": "2 created, 1 configured, 7 unchanged"},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "objects": {"type": "array", "items": _ref("ChangeSetEntry")},
+            "omitted": {"type": "integer", "description": "changed objects left out of objects"},
+        },
+    },
+    "EnvironmentStatus": {
+        "type": "object",
+        "required": ["name", "revision", "sync", "health", "condition"],
+        "properties": {
+            "name": {"type": "string"},
+            "path": {"type": "string"},
+            "cluster": {"type": "string"},
+            "revision": {"type": "string", "description": "revision of the last sync (or fetch)"},
+            "appliedRevision": {"type": "string", "description": "last revision applied completely"},
+            "syncs": {"type": "integer"},
+            "lastSyncTime": {"type": "number", "nullable": True},
+            "lastSuccessTime": {"type": "number", "nullable": True},
+            "sync": {"type": "string", "enum": ["Synced", "OutOfSync", "Unknown"]},
+            "health": {
+                "type": "string",
+                "enum": ["Healthy", "Suspended", "Progressing", "Unknown", "Missing", "Degraded"],
+            },
+            "condition": {"type": "string", "enum": ["Ready", "Reconciling", "Stalled"]},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+            "conditions": {"type": "array", "items": _ref("Condition")},
+            "changes": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "lastChangeSet": _ref("ChangeSetSummary"),
+            "unhealthy": {"type": "object", "additionalProperties": {"type": "string"}},
+            "pruneBlocked": {"type": "string"},
+            "inventoryObjects": {"type": "integer", "nullable": True},
+            "durations": {"type": "object", "additionalProperties": {"type": "number"}},
+            "lastError": {"type": "string"},
+            "gitStale": {"type": "boolean"},
+            "gitError": {"type": "string"},
+            "gitFailures": {"type": "integer"},
+        },
+    },
+    "EnvironmentList": {
+        "type": "object",
+        "required": ["environments"],
+        "properties": {"environments": {"type": "array", "items": _ref("EnvironmentStatus")}},
+    },
+    "Readiness": {
+        "type": "object",
+        "required": ["ready", "reasons"],
+        "properties": {
+            "ready": {"type": "boolean"},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "WebhookResult": {
+        "type": "object",
+        "required": ["result"],
+        "properties": {
+            "result": {
+                "type": "string",
+                "enum": [
+                    "accepted",
+                    "ignored",
+                    "duplicate",
+                    "pong",
+                    "refused",
+                    "rate-limited",
+                    "shutting-down",
+                ],
+            },
+            "reason": {"type": "string"},
+        },
+    },
+}
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {
+        "get": {
+            "summary": "Liveness: the event loop answers.",
+            "operationId": "healthz",
+            "responses": {
+                "200": _json("alive", {"type": "object", "properties": {"status": {"type": "string"}}})
+            },
+        }
+    },
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: Git fetched and fresh, every cluster reachable.",
+            "operationId": "readyz",
+            "responses": {
+                "200": _json("ready", _ref("Readiness")),
+                "503": _json("not ready, with the reasons", _ref("Readiness")),
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics (text exposition format); see docs/metrics.md.",
+            "operationId": "metrics",
+            "responses": {
+                "200": {
+                    "description": "metrics",
+                    "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document.",
+            "operationId": "openapi",
+            "responses": {"200": _json("the OpenAPI 3 document", {"type": "object"})},
+        }
+    },
+    "/webhooks/git": {
+        "post": {
+            "summary": "A push webhook (GitHub, GitLab, Gitea/Forgejo, Bitbucket Server or generic).",
+            "description": "Signed with the provider's scheme (HMAC-SHA256 over the raw body, or GitLab's "
+            "token). Answers at once; the payload is only a hint: the daemon fetches from its remote.",
+            "operationId": "gitWebhook",
+            "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": _json("ping answered, or a duplicate delivery", _ref("WebhookResult")),
+                "202": _json("accepted (a fetch is queued) or ignored", _ref("WebhookResult")),
+                "400": _json("unknown sender or malformed payload", _ref("WebhookResult")),
+                "401": _json("missing or invalid signature", _ref("WebhookResult")),
+                "408": _json("body not received in time", _ref("WebhookResult")),
+                "413": _json("body too large", _ref("WebhookResult")),
+                "429": _json("rate limited", _ref("WebhookResult")),
+                "503": _json("shutting down", _ref("WebhookResult")),
+            },
+        }
+    },
+    "/api/v1/environments": {
+        "get": {
+            "summary": "Every environment's status.",
+            "operationId": "listEnvironments",
+            "responses": {"200": _json("every environment", _ref("EnvironmentList"))},
+        }
+    },
+    "/api/v1/environments/{name}": {
+        "get": {
+            "summary": "One environment's status.",
+            "operationId": "getEnvironment",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": _json("the environment", _ref("EnvironmentStatus")),
+                "404": _json("no such environment", _ref("Error")),
+            },
+        }
+    },
+}
+
+# -- promotions (reconciler/promotion/api.py; bodies and signatures: docs/promotions.md) ------------------
+SCHEMAS["Promotion"] = {
+    "type": "object",
+    "description": "A promotion's summary (see docs/promotions.md for its fields).",
+    "additionalProperties": True,
+}
+SCHEMAS["PromotionList"] = {
+    "type": "object",
+    "required": ["promotions"],
+    "properties": {"promotions": {"type": "array", "items": _ref("Promotion")}},
+}
+_SIGNED = {
+    "required": True,
+    "description": "A JSON body signed with HMAC-SHA256 by the caller's secret (docs/promotions.md).",
+    "content": {JSON: {"schema": {"type": "object"}}},
+}
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_REFUSED = {
+    "400": _json("malformed or not allowed", _ref("Error")),
+    "401": _json("missing or invalid signature", _ref("Error")),
+    "404": _json("no such promotion, or promotions are not configured", _ref("Error")),
+    "413": _json("body too large", _ref("Error")),
+}
+PATHS["/api/v1/promotions"] = {
+    "get": {
+        "summary": "Every promotion, newest first.",
+        "operationId": "listPromotions",
+        "responses": {
+            "200": _json("every promotion", _ref("PromotionList")),
+            "404": _json("promotions are not configured", _ref("Error")),
+        },
+    },
+    "post": {
+        "summary": "Request a promotion (action request: from, to, optional revision) or a rollback.",
+        "operationId": "createPromotion",
+        "requestBody": _SIGNED,
+        "responses": {"201": _json("the new promotion", _ref("Promotion")), **_REFUSED},
+    },
+}
+PATHS["/api/v1/promotions/{id}"] = {
+    "get": {
+        "summary": "One promotion.",
+        "operationId": "getPromotion",
+        "parameters": _ID,
+        "responses": {
+            "200": _json("the promotion", _ref("Promotion")),
+            "404": _json("no such promotion", _ref("Error")),
+        },
+    }
+}
+PATHS["/api/v1/promotions/{id}/approvals"] = {
+    "post": {
+        "summary": "A signed approval of the promotion's exact source revision.",
+        "operationId": "approvePromotion",
+        "parameters": _ID,
+        "requestBody": _SIGNED,
+        "responses": {"200": _json("the promotion", _ref("Promotion")), **_REFUSED},
+    }
+}
+PATHS["/api/v1/promotions/{id}/rejections"] = {
+    "post": {
+        "summary": "A signed rejection.",
+        "operationId": "rejectPromotion",
+        "parameters": _ID,
+        "requestBody": _SIGNED,
+        "responses": {"200": _json("the promotion", _ref("Promotion")), **_REFUSED},
+    }
+}
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI 3 document (a fresh copy)."""
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "reconciler",
+            "version": __version__,
+            "description": "The reconciler daemon's HTTP API: webhooks, probes, status and metrics.",
+        },
+        "paths": copy.deepcopy(PATHS),
+        "components": {"schemas": copy.deepcopy(SCHEMAS)},
+    }

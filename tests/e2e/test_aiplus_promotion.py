@@ -1,0 +1,151 @@
+"""Issue 7's last criterion: the AI Plus web app of environments/ promoted from staging to production
+end to end (new image tags in staging, two approvals, the commit, production Healthy), with the
+cluster add-on CRDs it needs synced by the same daemon."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reconciler.devcluster.build import Toolchain
+from reconciler.devcluster.cluster import Cluster
+from reconciler.devcluster.provisioner import VolumeProvisioner
+from tests.e2e.conftest import Repo, daemon_config, git
+from tests.e2e.test_promotions import KEYS, Setup, wait_for
+
+pytestmark = pytest.mark.cluster
+ENVIRONMENTS = Path(__file__).resolve().parents[2] / "environments"
+NAMESPACES = ("aiplus-staging", "aiplus-production")
+
+
+class Admin:
+    """Synchronous admin requests to the session cluster."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+        pki = kubeconfig.parent / "pki"
+        self.context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        self.context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+
+    def call(self, method: str, path: str) -> tuple[int, Any]:
+        request = urllib.request.Request(self.server + path, method=method)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, context=self.context, timeout=10) as response:  # noqa: S310
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, {}
+
+    def namespaces_gone(self) -> bool:
+        return all(self.call("GET", f"/api/v1/namespaces/{n}")[0] == 404 for n in NAMESPACES)
+
+
+@pytest.fixture
+def admin(kubeconfig: Path) -> Iterator[Admin]:
+    admin = Admin(kubeconfig)
+    # the fixed namespaces of the overlays may still be terminating after another test
+    wait_for(admin.namespaces_gone, timeout=120, interval=0.5, what="the aiplus namespaces to be gone")
+    yield admin
+    for namespace in NAMESPACES:
+        admin.call("DELETE", f"/api/v1/namespaces/{namespace}")
+    wait_for(admin.namespaces_gone, timeout=120, interval=0.5, what="the aiplus namespaces to be deleted")
+
+
+def test_ai_plus_promotion_from_staging_to_production(
+    tmp_path: Path,
+    repo: Repo,
+    cluster: Cluster,
+    kubeconfig: Path,
+    toolchain: Toolchain,
+    namespace: str,
+    admin: Admin,
+) -> None:
+    """New image tags in staging → request → two approvals → one commit to the production overlay →
+    production Synced and Healthy on those tags."""
+    shutil.copytree(ENVIRONMENTS, repo.work / "environments")
+    repo.commit_and_push("environments")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    approvers = []
+    for identity, secret in KEYS.items():
+        (keys / identity).write_text(secret)
+        approvers.append({"identity": identity, "secret_file": str(keys / identity)})
+    daemon = daemon_config(
+        tmp_path,
+        repo_url=repo.url,
+        kubeconfig=kubeconfig,
+        environments=[
+            {"name": "cluster-addons", "path": "environments/cluster-addons/crds", "health_timeout": 60},
+            {"name": "aiplus-staging", "path": "environments/aiplus/staging", "health_timeout": 90},
+            {"name": "aiplus-production", "path": "environments/aiplus/production", "health_timeout": 90},
+        ],
+        inventory_namespace=namespace,
+        # the aiplus overlays use ServiceMonitors, whose CRD the add-ons environment brings: until it
+        # is Established their syncs fail and are retried at this interval
+        resync_interval=5,
+        promotions={
+            "approvers": approvers,
+            "pipelines": [
+                {
+                    "name": "aiplus",
+                    "from": "aiplus-staging",
+                    "to": "aiplus-production",
+                    "approvals": 2,
+                    "approvers": ["alice@example.com", "bob@example.com"],
+                }
+            ],
+        },
+    )
+    repo.install_hook(daemon.port, tmp_path / "webhook-secret")
+    provisioner = VolumeProvisioner(cluster)  # the db StatefulSets' claims
+    provisioner.start()
+    try:
+        daemon.start(toolchain)
+        setup = Setup(daemon, repo, "aiplus-staging", "aiplus-production", namespace, tmp_path, toolchain)
+        started = time.monotonic()
+        for env in ("cluster-addons", "aiplus-staging", "aiplus-production"):
+            setup.wait_ready(env)
+        print(f"all three environments Ready in {time.monotonic() - started:.1f} s")
+
+        overlay = repo.work / "environments/aiplus/staging/kustomization.yaml"
+        overlay.write_text(overlay.read_text().replace("newTag: 1.13.0-rc.2", "newTag: 1.13.0"))
+        revision = repo.commit_and_push("aiplus staging: 1.13.0")
+        setup.wait_ready("aiplus-staging", revision)
+
+        status, promotion = setup.request()
+        assert status == 201, promotion
+        assert sorted(i["newTag"] for i in promotion["images"]) == ["1.13.0", "1.13.0"]
+        for approver in ("alice@example.com", "bob@example.com"):
+            status, body = setup.decide(promotion, approver)
+            assert status == 200, body
+        done = setup.wait_phase(promotion["id"], "Succeeded", "Failed", timeout=120)
+        assert done["phase"] == "Succeeded", done
+
+        assert setup.commits_with(f"Promotion: {promotion['id']}") == [done["commit"]]  # fetches it too
+        changed = git("show", "--format=", "--name-only", done["commit"], cwd=repo.work).split()
+        assert changed == ["environments/aiplus/production/kustomization.yaml"]
+        diff = git("show", "--format=", "-U0", done["commit"], cwd=repo.work)
+        removed = [line for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+        added = [line for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+        assert removed == ["-    newTag: 1.12.0", "-    newTag: 1.12.0"], diff
+        assert added == ["+    newTag: 1.13.0", "+    newTag: 1.13.0"], diff
+        for name, image in (("aiplus-api", "api"), ("aiplus-web", "web")):
+            _, live = admin.call("GET", f"/apis/apps/v1/namespaces/aiplus-production/deployments/{name}")
+            containers = live["spec"]["template"]["spec"]["containers"]
+            assert containers[0]["image"] == f"ghcr.io/example/aiplus/{image}:1.13.0"
+            assert live["status"].get("updatedReplicas") == live["spec"]["replicas"]
+        production = daemon.environment("aiplus-production")
+        assert (production["sync"], production["health"]) == ("Synced", "Healthy")
+    finally:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.stop()
+        provisioner.stop()
