@@ -28,3 +28,17 @@ async def eventually(
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last value: {last!r}")
         await asyncio.sleep(interval)
         interval = min(interval * 1.5, 1.0)
+
+
+def wait_for(
+    probe: Callable[[], T | None], *, timeout: float = 30, interval: float = 0.05, what: str = "condition"
+) -> T:
+    """Synchronous ``eventually`` for plain test code: poll ``probe`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
+        time.sleep(interval)

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -68,12 +69,32 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 _PORT_CLASH = re.compile(r"address already in use|bind: address", re.IGNORECASE)
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral range.
+
+    Ports the kernel hands to outgoing connections are avoided: a server that restarts on its port
+    (the API server in the crash tests) must not find it taken by some client's connection meanwhile.
+    """
+    low, _ = _ephemeral_range()
+    candidates = list(range(20000, low)) if low > 21000 else []
+    for _ in range(200):
+        port = random.choice(candidates) if candidates else 0  # noqa: S311 - not a secret
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            chosen: int = sock.getsockname()[1]
+            return chosen
+    raise DevClusterError(step="pick a free port", message="no free port found below the ephemeral range")
 
 
 def validate_name(name: str) -> str:

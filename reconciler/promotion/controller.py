@@ -23,7 +23,6 @@ import datetime as dt
 import os
 import signal
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,6 +45,8 @@ from reconciler.promotion.store import (
     parse_iso,
     phase,
 )
+from reconciler.refusal import Refusal
+from reconciler.server.app import DeliveryLog
 from reconciler.source.git import GitError
 
 log = structlog.get_logger(__name__)
@@ -56,13 +57,8 @@ FAULT_VARIABLE = "RECONCILER_FAULT_INJECTION"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 
-class PromotionError(Exception):
-    """An API call was refused; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+class PromotionError(Refusal):
+    """A promotion call was refused by the policy or the promotion's state."""
 
 
 @dataclass(frozen=True)
@@ -127,22 +123,6 @@ class PromotionMetrics:
         )
 
 
-class _Nonces:
-    """Recently used nonces (bounded), besides the ones stored in each Promotion."""
-
-    def __init__(self, size: int = 8192) -> None:
-        self.size = size
-        self._seen: OrderedDict[str, None] = OrderedDict()
-
-    def seen(self, nonce: str) -> bool:
-        if nonce in self._seen:
-            return True
-        self._seen[nonce] = None
-        while len(self._seen) > self.size:
-            self._seen.popitem(last=False)
-        return False
-
-
 def _kustomization(path: str, exists: Any) -> str:
     for name in KUSTOMIZATION_FILES:
         candidate = f"{path.rstrip('/')}/{name}"
@@ -200,7 +180,8 @@ class PromotionController:
         self.writer = writer
         self.host = host
         self.metrics = PromotionMetrics(registry)
-        self._nonces = _Nonces()
+        # recently used nonces (bounded), besides the ones stored in each Promotion
+        self._nonces = DeliveryLog(size=8192)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -708,11 +689,18 @@ class PromotionController:
                 )
                 return
             open_, why = window_verdict(pipeline.windows, dt.datetime.now(dt.UTC))
+            message = (
+                "approved; writing the commit"
+                if open_
+                else f"approved; waiting for a promotion window: {why}"
+            )
             if current == "Pending":
+                # phase and message in one write: a reader never sees Approved with a stale message
                 body = await self._set(
                     body,
                     phase="Approved",
                     approvedAt=now_iso(),
+                    message=message,
                     approvalSummary=body["status"]["approvalSummary"],
                 )
                 approvers = counted_approvals(
@@ -722,7 +710,7 @@ class PromotionController:
                 )
                 await self._audit(body, "Approved", f"approved by {', '.join(approvers)}")
             if not open_:
-                await self._set(body, message=f"approved; waiting for a promotion window: {why}")
+                await self._set(body, message=message)
                 return
             body = await self._set(
                 body, phase="Promoting", promotingAt=now_iso(), message="writing the commit"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.promotion.policy import PromotionSettings
+from reconciler.refusal import Refusal
 
 KEY_HEADER = "X-Reconciler-Key-Id"
 SIGNATURE_HEADER = "X-Reconciler-Signature"
@@ -32,13 +33,8 @@ MAX_BODY = 64 * 1024
 ACTIONS = ("request", "approve", "reject", "rollback")
 
 
-class SignatureError(Exception):
-    """A signed call was refused; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+class SignatureError(Refusal):
+    """A signed call was refused (unsigned, forged, stale, or not allowed for its key)."""
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.refusal import Refusal
 
-class WebhookError(Exception):
-    """A request that must be refused: carries the HTTP status and a short reason."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+class WebhookError(Refusal):
+    """A webhook that must be refused."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from reconciler.devcluster.build import Toolchain
 from reconciler.devcluster.cluster import Cluster
 from reconciler.devcluster.provisioner import VolumeProvisioner
 from tests.e2e.conftest import Repo, daemon_config, git
-from tests.e2e.test_promotions import KEYS, Setup, wait_for
+from tests.e2e.test_promotions import KEYS, Setup
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.cluster
 ENVIRONMENTS = Path(__file__).resolve().parents[2] / "environments"

@@ -12,20 +12,10 @@ import pytest
 
 from reconciler.devcluster.build import Toolchain
 from tests.e2e.conftest import DaemonProcess, Repo, daemon_config
+from tests.helpers import wait_for
 from tests.support import config_map, deployment
 
 pytestmark = pytest.mark.cluster
-
-
-def wait_for(probe: Any, *, timeout: float = 30, interval: float = 0.05, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
-        time.sleep(interval)
 
 
 def environment_files(

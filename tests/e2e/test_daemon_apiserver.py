@@ -15,7 +15,8 @@ import pytest
 from reconciler.devcluster import Cluster
 from reconciler.devcluster.build import Toolchain
 from tests.e2e.conftest import Repo, daemon_config
-from tests.e2e.test_daemon import environment_files, wait_for
+from tests.e2e.test_daemon import environment_files
+from tests.helpers import wait_for
 from tests.support import config_map, deployment
 
 pytestmark = pytest.mark.cluster

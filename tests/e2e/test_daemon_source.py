@@ -11,7 +11,8 @@ import pytest
 from reconciler.devcluster.build import Toolchain
 from reconciler.devcluster.cluster import free_port
 from tests.e2e.conftest import GitServer, Repo, daemon_config, git
-from tests.e2e.test_daemon import environment_files, wait_for
+from tests.e2e.test_daemon import environment_files
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -18,7 +18,7 @@ import yaml
 from reconciler.devcluster import Cluster
 from reconciler.devcluster.build import Toolchain
 from tests.e2e.conftest import Repo, daemon_config
-from tests.e2e.test_daemon import wait_for
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ import yaml
 from reconciler.devcluster.build import Toolchain
 from reconciler.devcluster.cluster import free_port
 from tests.e2e.conftest import DaemonProcess, Repo, daemon_config
-from tests.e2e.test_daemon import wait_for
+from tests.helpers import wait_for
 from tests.support import config_map
 
 pytestmark = pytest.mark.cluster

@@ -21,6 +21,7 @@ import pytest
 from reconciler.devcluster.build import Toolchain
 from reconciler.promotion.signing import KEY_HEADER, SIGNATURE_HEADER, make_body, signature
 from tests.e2e.conftest import DaemonProcess, Repo, daemon_config, git
+from tests.helpers import wait_for
 from tests.support import deployment
 
 pytestmark = pytest.mark.cluster
@@ -31,17 +32,6 @@ KEYS = {
     "carol@example.com": "carol-approver-secret-012345678",
     "dev1@example.com": "dev1-approver-secret-0123456789a",  # the author of the test's commits
 }
-
-
-def wait_for(probe: Any, *, timeout: float = 60, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {value!r}")
-        time.sleep(interval)
 
 
 def overlay(env: str, tag: str) -> str:
@@ -106,7 +96,9 @@ class Setup:
             ok = status.get("condition") == "Ready" and (not revision or status.get("revision") == revision)
             return ok and status
 
-        result: dict[str, Any] = wait_for(ready, what=f"{env} Ready at {revision[:12] or 'any revision'}")
+        result: dict[str, Any] = wait_for(
+            ready, timeout=60, what=f"{env} Ready at {revision[:12] or 'any revision'}"
+        )
         return result
 
     def pull(self) -> None:
@@ -381,9 +373,15 @@ def test_soak_time_holds_the_promotion_pending_and_a_closed_window_holds_it_appr
     assert status == 201, promotion
     for approver in ("alice@example.com", "bob@example.com"):
         assert setup.decide(promotion, approver)[0] == 200
-    pending = setup.promotion(promotion["id"])
+
+    # approved twice, but staging has not been healthy for 8 s yet: Pending, and the message says why
+    def soaking() -> dict[str, Any] | None:
+        current = setup.promotion(promotion["id"])
+        return current if current["phase"] != "Pending" or "soak time" in current["message"] else None
+
+    pending = wait_for(soaking, timeout=10, what="the promotion to report the soak time")
     assert pending["phase"] == "Pending", pending
-    assert "soak time" in pending["message"], pending
+    assert pending["approvalSummary"] == "2/2", pending
     approved = setup.wait_phase(promotion["id"], "Approved", "Promoting", "Succeeded", timeout=30)
     assert time.time() - healthy_at >= 8 - 1  # not before the soak time (1 s for the staging status lag)
     assert approved["phase"] == "Approved", approved  # the window is still closed

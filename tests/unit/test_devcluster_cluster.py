@@ -28,6 +28,14 @@ def test_free_port_is_bindable() -> None:
         sock.bind(("127.0.0.1", port))
 
 
+def test_free_ports_stay_below_the_ephemeral_range() -> None:
+    """A restarted server must not find its port taken by an outgoing connection meanwhile."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(port < low for port in ports), sorted(ports)
+    assert len(ports) > 1
+
+
 def test_status_of_a_cluster_never_started_is_stopped(tmp_path: Path) -> None:
     """A name without a directory is reported stopped, and down says nothing was there."""
     cluster = Cluster("absent", root=tmp_path)
