@@ -53,6 +53,11 @@ from reconciler.workqueue import Backoff, WorkQueue
 
 log = structlog.get_logger(__name__)
 FETCH = "fetch"
+# Failures worth retrying with the same inputs; render and manifest errors, and a blocked prune, wait
+# for a new revision (or an operator) instead.
+RETRIED_FAILURES = frozenset(
+    {"ClusterUnreachable", "ApiError", "ValidationFailed", "ApplyFailed", "HealthCheckFailed"}
+)
 
 
 @dataclass
@@ -70,6 +75,10 @@ class EnvironmentState:
     conditions: list[dict[str, Any]] = field(default_factory=list)  # kstatus: Ready/Reconciling/Stalled
     # since when the environment has been Ready at ``input_key`` (0: not Ready): promotions' soak time
     healthy_since: float = 0.0
+    # the input key at the last fetched revision (which may not be synced yet) and the directories
+    # whose contents it depends on (None: not known)
+    latest_key: str = ""
+    input_dirs: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.conditions:
@@ -151,6 +160,7 @@ class Daemon:
         self.leading = asyncio.Event()
         self._requested: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self.app = build_app(self, settings.webhooks, self.metrics.registry, self.metrics.webhook_requests)
@@ -339,7 +349,7 @@ class Daemon:
         """Stop intake, drain or cancel work, release the Lease, close everything."""
         started = time.monotonic()
         self.app[STATE].accepting = False
-        for task in self._tasks:
+        for task in [*self._tasks, *self._background]:
             task.cancel()
         await self.queue.close(timeout=max(0.5, timeout - 2))
         if self.elector is not None:
@@ -409,12 +419,14 @@ class Daemon:
         if missing:
             self.queue.add_after(FETCH, 0.2)
         changed_revision = sha != self.revision
+        previous_revision = self.revision
         self.revision, self.snapshot = sha, snapshot
         if changed_revision:
             log.info("fetched", revision=sha[:12], seconds=round(time.monotonic() - started, 3))
         if not self.leading.is_set():
             return
-        keys = await asyncio.to_thread(self._input_keys, snapshot, sha)
+        keys = await asyncio.to_thread(self._input_keys, snapshot, sha, previous_revision)
+        moved: list[str] = []
         for name, state in self.environments.items():
             key = keys[name]
             ready = state.result is not None and state.result.ok
@@ -426,18 +438,55 @@ class Daemon:
                     # the same render inputs at a new commit: applied as it is
                     state.applied_revision = sha
                     self.metrics.applied_revision(name, sha)
+                    moved.append(name)
+        # one status write per environment the commit did not change: off the fetch's critical path, so
+        # the next push is fetched at once however many environments there are
+        self._report_later(moved)
+
+    def _report_later(self, names: list[str]) -> None:
+        """Report these environments in a background task (at most 16 writes at a time)."""
+        if not names:
+            return
+
+        async def report_all() -> None:
+            # the syncs this fetch queued go first: their writes are what a push is waiting for
+            await self.queue.wait_idle("env:", timeout=30)
+            limit = asyncio.Semaphore(16)
+
+            async def one(name: str) -> None:
+                async with limit:
                     await self._report(name, [])
 
-    def _input_keys(self, snapshot: Path, sha: str) -> dict[str, str]:
-        """Every environment's render-input key at a snapshot (blocking: one thread hop for all)."""
+            results = await asyncio.gather(*(one(name) for name in names), return_exceptions=True)
+            for name, outcome in zip(names, results, strict=True):
+                if isinstance(outcome, Exception):
+                    log.warning("could not report the environment", environment=name, error=str(outcome))
+
+        task = asyncio.create_task(report_all(), name="report-revisions")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _input_keys(self, snapshot: Path, sha: str, previous: str = "") -> dict[str, str]:
+        """Every environment's render-input key at a snapshot (blocking: one thread hop for all).
+
+        Only environments whose input directories the commits since ``previous`` touched are hashed
+        again (with 100 environments, a commit to one of them hashes one); the others keep their key.
+        """
+        changed = self.source.changed_paths(previous, sha) if previous and previous != sha else None
+        touched = {path.rsplit("/", 1)[0] if "/" in path else "." for path in changed or ()}
         keys: dict[str, str] = {}
         for name, state in self.environments.items():
+            if changed is not None and state.input_dirs is not None and not touched & state.input_dirs:
+                keys[name] = state.latest_key
+                continue
             try:
-                keys[name] = self.renderer.inputs_key(
+                keys[name], state.input_dirs = self.renderer.inputs_of(
                     snapshot, snapshot / state.config.path, self._render_options(state.config)
                 )
             except RenderError:
                 keys[name] = f"error@{sha}"
+                state.input_dirs = None
+            state.latest_key = keys[name]
         return keys
 
     async def _sync(self, name: str) -> None:
@@ -481,8 +530,10 @@ class Daemon:
             await self._after_sync(state, result, elapsed)
         if self.promotions is not None:
             self.promotions.wake()
-        if result.reason in ("ClusterUnreachable",):
-            raise RuntimeError(result.message)  # retried with backoff by the queue
+        if result.reason in RETRIED_FAILURES:
+            # retried with backoff by the queue (1 s doubling to 60 s): what the API server refused may
+            # depend on another environment (a namespace, a CRD) that is still syncing
+            raise RuntimeError(f"{name}: {result.reason}: {result.message}")
         if result.condition == "Reconciling":
             self.queue.add_after(f"env:{name}", 5.0)
 

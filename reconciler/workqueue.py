@@ -56,6 +56,7 @@ class WorkQueue:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._finished = asyncio.Event()  # set each time a handler returns
         self.processed = 0
 
     def add(self, key: str) -> None:
@@ -104,6 +105,23 @@ class WorkQueue:
         for index in range(self.workers):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"worker-{index}"))
 
+    def busy_with(self, prefix: str) -> bool:
+        """True while a key starting with ``prefix`` is queued or being processed."""
+        return any(key.startswith(prefix) for key in (*self._queued, *self._processing))
+
+    async def wait_idle(self, prefix: str, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until no key starting with ``prefix`` is queued or processed;
+        True when that happened."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.busy_with(prefix):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            self._finished.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), remaining)
+        return True
+
     @property
     def busy(self) -> bool:
         """True while any key is queued or being processed."""
@@ -127,6 +145,7 @@ class WorkQueue:
             finally:
                 self.processed += 1
                 self._processing.discard(key)
+                self._finished.set()
                 if key in self._dirty:
                     self._dirty.discard(key)
                     self.add(key)

@@ -138,7 +138,7 @@ class Renderer:
 
     def _inputs(
         self, root: Path, environment: Path, options: RenderOptions
-    ) -> tuple[Path, Path, str, str, list[Path]]:
+    ) -> tuple[Path, Path, str, str, list[Path], frozenset[str]]:
         """Blocking part of a render: check the graph and hash its inputs (run in a thread)."""
         root = root.resolve()
         environment = (root / environment) if not environment.is_absolute() else environment
@@ -153,16 +153,26 @@ class Renderer:
             raise RenderError(
                 f"render of {label} failed reading its inputs: {exc.strerror}: {exc.filename}"
             ) from None
-        return root, environment, label, key, sorted(inputs.resource_files)
+        directories = frozenset(
+            d.relative_to(root).as_posix() for d in inputs.directories if d == root or root in d.parents
+        )
+        return root, environment, label, key, sorted(inputs.resource_files), directories
 
     def inputs_key(self, root: Path, environment: Path, options: RenderOptions) -> str:
         """The cache key of an environment's inputs, without rendering (blocking: run in a thread)."""
         return self._inputs(root, environment, options)[3]
 
+    def inputs_of(self, root: Path, environment: Path, options: RenderOptions) -> tuple[str, frozenset[str]]:
+        """The inputs key and the directories (repository-relative, POSIX) whose direct contents the
+        render depends on: a commit that changes no path directly inside them leaves the key as it is.
+        Blocking: run in a thread."""
+        _, _, _, key, _, directories = self._inputs(root, environment, options)
+        return key, directories
+
     async def render(self, root: Path, environment: Path, options: RenderOptions) -> RenderResult:
         """Render ``environment`` (a directory inside the repository ``root``)."""
         started = time.monotonic()
-        root, environment, label, key, resource_files = await asyncio.to_thread(
+        root, environment, label, key, resource_files, _ = await asyncio.to_thread(
             self._inputs, root, environment, options
         )
         cached = self._cache.get(key)

@@ -44,6 +44,9 @@ class RenderInputs:
 
     files: set[Path] = field(default_factory=set)
     resource_files: set[Path] = field(default_factory=set)
+    # every directory the walk looked into, as written and as resolved: a change to any path directly in
+    # one of them (an edited, added, removed or re-pointed file) may change the render; nothing else can
+    directories: set[Path] = field(default_factory=set)
 
 
 def find_kustomization(directory: Path) -> Path | None:
@@ -83,6 +86,16 @@ class _Walker:
             )
         candidate = base / value
         resolved = candidate.resolve()
+        lexical = Path(os.path.normpath(candidate.absolute()))
+        if not resolved.is_dir():
+            # a file is read from its directory
+            self.inputs.directories.add(lexical.parent)
+            self.inputs.directories.add(resolved.parent)
+        for step in (lexical, *lexical.parents):
+            if step == self.root or self.root not in step.parents:
+                break
+            if step.is_symlink():  # a symlink on the way can be re-pointed in its own directory
+                self.inputs.directories.add(step.parent)
         if resolved != self.root and self.root not in resolved.parents:
             lexical = Path(os.path.normpath(candidate.absolute()))
             escapes_lexically = lexical != self.root and self.root not in lexical.parents
@@ -104,7 +117,9 @@ class _Walker:
         return path
 
     def walk(self, directory: Path) -> None:
+        self.inputs.directories.add(Path(os.path.normpath(directory.absolute())))
         directory = directory.resolve()
+        self.inputs.directories.add(directory)
         if directory in self.visited:
             return
         self.visited.add(directory)
@@ -197,6 +212,7 @@ def check(root: Path, environment: Path, policy: LoadPolicy) -> RenderInputs:
     """Check the kustomization graph rooted at ``environment`` and list the files it reads."""
     walker = _Walker(root, policy)
     start = walker.inside(environment, "environment path", str(environment), Path.cwd())
+    walker.inputs.directories.clear()  # the environment's own parent is not read
     if not start.is_dir():
         raise RestrictionError(f"{walker.display(start)}: the environment path is not a directory")
     walker.walk(start)

@@ -149,3 +149,23 @@ async def test_output_cap_is_enforced(repo: Path, toolchain: Toolchain) -> None:
     small = RenderOptions(kustomize=toolchain.kustomize, max_output_bytes=20)
     with pytest.raises(RenderError, match="produced more than 20 bytes"):
         await Renderer().render(repo, repo / "staging", small)
+
+
+def test_input_directories_name_what_a_commit_must_touch_to_change_the_key(
+    repo: Path, options: RenderOptions
+) -> None:
+    """The directories an overlay reads (as written and through symlinks); an edit elsewhere keeps
+    its key, an edit inside them changes it."""
+    write(repo / "shared/real/extra.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    (repo / "links").mkdir()
+    (repo / "links/extra.yaml").symlink_to("../shared/real/extra.yaml")
+    write(repo / "staging/kustomization.yaml", "resources: [../base, ../links/extra.yaml]\n")
+    write(repo / "production/kustomization.yaml", "resources: [../base]\n")
+    renderer = Renderer()
+    key, directories = renderer.inputs_of(repo, repo / "staging", options)
+    assert directories == {"staging", "base", "links", "shared/real"}
+    assert key == renderer.inputs_key(repo, repo / "staging", options)
+    (repo / "production/kustomization.yaml").write_text("resources: [../base]\nnamespace: p\n")
+    assert renderer.inputs_of(repo, repo / "staging", options)[0] == key
+    (repo / "shared/real/extra.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: y}\n")
+    assert renderer.inputs_of(repo, repo / "staging", options)[0] != key

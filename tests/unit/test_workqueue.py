@@ -74,3 +74,25 @@ def test_backoff_grows_and_is_capped() -> None:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_wait_idle_returns_when_the_prefixed_keys_are_done_and_ignores_others() -> None:
+    """Background work waits for the syncs a fetch queued, not for unrelated keys."""
+    gates = {"env:a": asyncio.Event(), "fetch": asyncio.Event()}
+
+    async def handler(key: str) -> None:
+        await gates[key].wait()
+
+    queue = WorkQueue(handler, workers=4)
+    queue.add("env:a")
+    queue.add("fetch")
+    queue.start()
+    assert await queue.wait_idle("env:", timeout=0.05) is False  # still running: gives up at the deadline
+    waiter = asyncio.create_task(queue.wait_idle("env:", timeout=10))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    gates["env:a"].set()
+    assert await waiter is True
+    assert queue.busy_with("fetch")  # unrelated work still runs
+    gates["fetch"].set()
+    await queue.close()
