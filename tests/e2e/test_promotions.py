@@ -280,6 +280,9 @@ def test_request_two_approvals_commit_production_healthy_then_rollback(
     rolled = setup.wait_phase(rollback["id"], "Succeeded", "Failed")
     assert rolled["phase"] == "Succeeded", rolled
     assert image_of(kube_sync, namespace, "production-api") == "registry.invalid/api:1"
+    with urllib.request.urlopen(setup.daemon.url + "/metrics", timeout=5) as response:  # noqa: S310
+        scrape = response.read().decode()
+    print("\n".join(line for line in scrape.splitlines() if line.startswith("reconciler_promotion")))
 
 
 def test_refusals_are_audited_and_approvals_are_bound_to_the_revision(
