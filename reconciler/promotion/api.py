@@ -8,13 +8,14 @@ short reason (and, for decisions on an existing promotion, an audited Event).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
 
-from reconciler.promotion.controller import PromotionController, PromotionError, summary
-from reconciler.promotion.signing import MAX_BODY, SignatureError, SignedCall, verify
+from reconciler.promotion.controller import PromotionController, summary
+from reconciler.promotion.signing import MAX_BODY, SignedCall, verify
+from reconciler.refusal import Refusal
+from reconciler.server.app import read_body
 
 BODY_TIMEOUT = 10.0
 
@@ -46,25 +47,7 @@ def _controller(request: web.Request) -> PromotionController:
 
 
 async def _signed(request: web.Request, controller: PromotionController) -> SignedCall:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise SignatureError(413, f"body larger than {MAX_BODY} bytes")
-
-    async def read() -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await request.content.read(16384)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise SignatureError(413, f"body larger than {MAX_BODY} bytes")
-            chunks.append(chunk)
-
-    try:
-        body = await asyncio.wait_for(read(), BODY_TIMEOUT)
-    except TimeoutError:
-        raise SignatureError(408, f"body not received within {BODY_TIMEOUT:.0f} s") from None
+    body = await read_body(request, MAX_BODY, BODY_TIMEOUT)
     return verify(controller.settings, request.headers, body)
 
 
@@ -96,7 +79,7 @@ async def create_promotion(request: web.Request) -> web.Response:
             body = await controller.rollback(call)
         else:
             return _error(400, f"action {call.action!r} is not a request or a rollback")
-    except (SignatureError, PromotionError) as exc:
+    except Refusal as exc:
         return _error(exc.status, exc.reason)
     return web.json_response(summary(body), status=201)
 
@@ -106,12 +89,12 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
     name = request.match_info["id"]
     try:
         call = await _signed(request, controller)
-    except SignatureError as exc:
+    except Refusal as exc:
         await controller.refuse_unsigned(name, "approval" if approve else "rejection", exc.reason)
         return _error(exc.status, exc.reason)
     try:
         body = await controller.decide(name, call, approve=approve)
-    except PromotionError as exc:
+    except Refusal as exc:
         return _error(exc.status, exc.reason)
     return web.json_response(summary(body))
 

@@ -21,6 +21,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from reconciler.refusal import Refusal
 from reconciler.server import openapi, webhooks
 from reconciler.settings import WebhookConfig
 
@@ -103,9 +104,11 @@ def _reply(state: ServerState, provider: str, status: int, result: str, **extra:
     return web.json_response({"result": result, **extra}, status=status)
 
 
-async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The whole body, refused (``Refusal``) with 413 beyond ``limit`` bytes (by Content-Length, and
+    while reading) and with 408 when it does not arrive within ``timeout`` seconds."""
     if request.content_length is not None and request.content_length > limit:
-        raise webhooks.WebhookError(413, f"body larger than {limit} bytes")
+        raise Refusal(413, f"body larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
 
@@ -117,13 +120,13 @@ async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
                 return
             size += len(chunk)
             if size > limit:
-                raise webhooks.WebhookError(413, f"body larger than {limit} bytes")
+                raise Refusal(413, f"body larger than {limit} bytes")
             chunks.append(chunk)
 
     try:
         await asyncio.wait_for(read(), timeout)
     except TimeoutError:
-        raise webhooks.WebhookError(408, f"body not received within {timeout:.0f} s") from None
+        raise Refusal(408, f"body not received within {timeout:.0f} s") from None
     return b"".join(chunks)
 
 
@@ -137,7 +140,7 @@ async def git_webhook(request: web.Request) -> web.Response:
     if not state.limiter.allow(source):
         return _reply(state, provider, 429, "rate-limited")
     try:
-        body = await _read_body(request, state.config.max_body_bytes, state.config.body_timeout)
+        body = await read_body(request, state.config.max_body_bytes, state.config.body_timeout)
         if not provider:
             raise webhooks.WebhookError(
                 400, "unknown sender: no GitHub, GitLab, Gitea, Bitbucket or generic headers"
@@ -151,7 +154,7 @@ async def git_webhook(request: web.Request) -> web.Response:
                 401, f"no secret is configured for {provider} webhooks: refusing them"
             )
         push = webhooks.parse(provider, request.headers, body)
-    except webhooks.WebhookError as exc:
+    except Refusal as exc:
         log.info(
             "webhook refused",
             provider=provider or "unknown",
