@@ -131,6 +131,22 @@ def _kustomization(path: str, exists: Any) -> str:
     return f"{path.rstrip('/')}/kustomization.yaml"
 
 
+def _succeeded(promotions: list[Body], pipeline: Pipeline, kind: str = "") -> list[Body]:
+    """The Succeeded promotions of ``pipeline`` (of type ``kind`` when given), oldest first."""
+    return [
+        p
+        for p in promotions
+        if (p.get("spec") or {}).get("pipeline") == pipeline.name
+        and (not kind or p["spec"].get("type") == kind)
+        and phase(p) == "Succeeded"
+    ]
+
+
+def _decisions(records: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    fields = ("identity", "revision", "at", "via", "comment")
+    return [{k: record.get(k, "") for k in fields} for record in records or []]
+
+
 def summary(body: Body) -> dict[str, Any]:
     """The API's view of a promotion."""
     spec = body.get("spec") or {}
@@ -150,14 +166,8 @@ def summary(body: Body) -> dict[str, Any]:
         "requiredApprovals": spec.get("requiredApprovals", 1),
         "phase": phase(body),
         "message": status.get("message", ""),
-        "approvals": [
-            {k: a.get(k, "") for k in ("identity", "revision", "at", "via", "comment")}
-            for a in status.get("approvals") or []
-        ],
-        "rejections": [
-            {k: a.get(k, "") for k in ("identity", "revision", "at", "via", "comment")}
-            for a in status.get("rejections") or []
-        ],
+        "approvals": _decisions(status.get("approvals")),
+        "rejections": _decisions(status.get("rejections")),
         "approvalSummary": status.get("approvalSummary", ""),
         "commit": status.get("commit", ""),
         "previousImages": status.get("previousImages") or [],
@@ -206,48 +216,35 @@ class PromotionController:
         )
         await self.store.event(body, event, message, warning=warning)
 
-    async def _refused(self, body: Body | None, pipeline: str, call: SignedCall, reason: str) -> None:
+    async def _refused(self, name: str, body: Body | None, message: str, **fields: Any) -> None:
+        """Audit a refused decision: on the Promotion when it exists, else in the log alone."""
+        pipeline = str(((body or {}).get("spec") or {}).get("pipeline", "unknown"))
         self.metrics.approvals.labels(pipeline=pipeline, result="refused").inc()
-        message = f"{call.action} by {call.identity} (key {call.key_id}) refused: {reason}"
         if body is not None:
-            await self._audit(body, "Refused", message, warning=True, identity=call.identity)
+            await self._audit(body, "Refused", message, warning=True, **fields)
         else:
             log.warning(
-                "promotion Refused",
-                promotion_event="Refused",
-                pipeline=pipeline,
-                identity=call.identity,
-                message=message,
+                "promotion Refused", promotion_event="Refused", promotion=name, message=message, **fields
             )
 
     async def refuse_unsigned(self, name: str, action: str, reason: str) -> None:
         """Audit a decision on ``name`` refused before its signer was known (forged, unsigned, stale)."""
-        body = await self.store.get(name)
-        pipeline = str(((body or {}).get("spec") or {}).get("pipeline", "unknown"))
-        self.metrics.approvals.labels(pipeline=pipeline, result="refused").inc()
-        message = f"{action} refused: {reason}"
-        if body is not None:
-            await self._audit(body, "Refused", message, warning=True)
-        else:
-            log.warning("promotion Refused", promotion_event="Refused", promotion=name, message=message)
+        await self._refused(name, await self.store.get(name), f"{action} refused: {reason}")
 
     def wake(self) -> None:
         """Run the reconcile loop soon."""
         self._wake.set()
 
     # -- requests --------------------------------------------------------------------------------------
-    def _check_nonce(self, nonce: str, body: Body | None = None) -> None:
-        stored = set(((body or {}).get("status") or {}).get("nonces") or [])
-        if nonce in stored or self._nonces.seen(nonce):
+    def _refuse_replay(self, nonce: str, promotions: list[Body]) -> None:
+        """Refuse a request whose nonce this replica saw recently or any stored promotion holds."""
+        stored = any(
+            (body.get("spec") or {}).get("requestNonce") == nonce
+            or nonce in ((body.get("status") or {}).get("nonces") or [])
+            for body in promotions
+        )
+        if self._nonces.seen(nonce) or stored:
             raise PromotionError(409, "this request was already received (replayed nonce)")
-
-    async def _known_nonce(self, nonce: str) -> bool:
-        for body in await self.store.list():
-            if (body.get("spec") or {}).get("requestNonce") == nonce:
-                return True
-            if nonce in ((body.get("status") or {}).get("nonces") or []):
-                return True
-        return False
 
     async def request(self, call: SignedCall, *, automatic: bool = False) -> Body:
         """Create a promotion from ``payload['from']`` to ``payload['to']`` (optionally at a revision)."""
@@ -256,10 +253,9 @@ class PromotionController:
         pipeline = self.settings.pipeline(source, target)
         if pipeline is None:
             raise PromotionError(404, f"no promotion pipeline from {source!r} to {target!r}")
+        promotions = await self.store.list()
         if not automatic:
-            self._check_nonce(call.nonce)
-            if await self._known_nonce(call.nonce):
-                raise PromotionError(409, "this request was already received (replayed nonce)")
+            self._refuse_replay(call.nonce, promotions)
         view = self.host.environment_view(source)
         # a follower replica does not sync: it knows the fetched head, not what the source runs
         current = view.revision if view is not None and view.revision else self.host.head_revision()
@@ -276,7 +272,8 @@ class PromotionController:
             input_key = await self.host.input_key_at(source, revision)
         source_env = self._env_path(source)
         images, files = await asyncio.to_thread(self._promoted_values, pipeline, source_env, revision)
-        base = await self._last_promoted_revision(pipeline)
+        done = _succeeded(promotions, pipeline, "Promotion")
+        base = str(done[-1]["spec"].get("sourceRevision", "")) if done else ""
         authors = await asyncio.to_thread(self.writer.authors, source_env, base, revision)
         spec = {
             "pipeline": pipeline.name,
@@ -301,15 +298,13 @@ class PromotionController:
         pipeline = self.settings.pipeline_to(target)
         if pipeline is None:
             raise PromotionError(404, f"no promotion pipeline leads to {target!r}")
-        self._check_nonce(call.nonce)
-        if await self._known_nonce(call.nonce):
-            raise PromotionError(409, "this request was already received (replayed nonce)")
+        promotions = await self.store.list()
+        self._refuse_replay(call.nonce, promotions)
         view = self.host.environment_view(target)
         head = view.revision if view is not None and view.revision else self.host.head_revision()
         if view is None or not head:
             raise PromotionError(409, "the repository has not been fetched yet")
         wanted = str(payload.get("target") or "")
-        promotions = await self.store.list()
         images: list[dict[str, str]]
         if wanted and any(p["metadata"]["name"] == wanted for p in promotions):
             chosen = next(p for p in promotions if p["metadata"]["name"] == wanted)
@@ -326,13 +321,7 @@ class PromotionController:
             images = edit.read_images(text)
             what = f"the images at {wanted[:12]}"
         else:
-            done = [
-                p
-                for p in promotions
-                if (p.get("spec") or {}).get("pipeline") == pipeline.name
-                and phase(p) == "Succeeded"
-                and (p.get("status") or {}).get("previousImages")
-            ]
+            done = [p for p in _succeeded(promotions, pipeline) if p["status"].get("previousImages")]
             if not done:
                 raise PromotionError(409, f"no succeeded promotion into {target} to roll back")
             images = list(done[-1]["status"]["previousImages"])
@@ -419,28 +408,9 @@ class PromotionController:
             raise PromotionError(409, f"{env_path} has no images: entries to promote")
         return images, list(pipeline.files)
 
-    async def _last_promoted_revision(self, pipeline: Pipeline) -> str:
-        done = [
-            p
-            for p in await self.store.list()
-            if (p.get("spec") or {}).get("pipeline") == pipeline.name
-            and (p.get("spec") or {}).get("type") == "Promotion"
-            and phase(p) == "Succeeded"
-        ]
-        return str(done[-1]["spec"].get("sourceRevision", "")) if done else ""
-
     # -- approvals -------------------------------------------------------------------------------------
     async def decide(self, name: str, call: SignedCall, *, approve: bool) -> Body:
         """Record an approval (or a rejection) of promotion ``name`` after every check."""
-        body = await self.store.get(name)
-        pipeline_name = str(((body or {}).get("spec") or {}).get("pipeline", "unknown"))
-        try:
-            if body is None:
-                raise PromotionError(404, f"no promotion named {name!r}")
-            self._check_decision(body, name, call, approve=approve)
-        except PromotionError as exc:
-            await self._refused(body, pipeline_name, call, exc.reason)
-            raise
         record = {
             "identity": call.identity,
             "revision": str(call.payload.get("revision", "")),
@@ -471,11 +441,16 @@ class PromotionController:
                 )
             return True
 
+        # checked on the fresh object inside the write, so a concurrent decision is never lost or doubled
         stored = await self.store.update_status(name, mutate)
+        if stored is None:
+            problem.append(PromotionError(404, f"no promotion named {name!r}"))
         if problem:
-            await self._refused(body, pipeline_name, call, problem[0].reason)
+            message = f"{call.action} by {call.identity} (key {call.key_id}) refused: {problem[0].reason}"
+            await self._refused(name, stored, message, identity=call.identity)
             raise problem[0]
         assert stored is not None
+        pipeline_name = str(stored["spec"].get("pipeline", "unknown"))
         self.metrics.approvals.labels(
             pipeline=pipeline_name, result="accepted" if approve else "rejected"
         ).inc()
@@ -597,9 +572,8 @@ class PromotionController:
                 images, _ = await asyncio.to_thread(self._promoted_values, pipeline, view.path, view.revision)
                 if target is not None and target.revision and pipeline.images and not pipeline.files:
                     text = await asyncio.to_thread(self._kustomization_text, target.path, target.revision)
-                    if text is not None and edit.merge_images(
-                        edit.read_images(text), images
-                    ) == edit.read_images(text):
+                    current = edit.read_images(text) if text is not None else None
+                    if current is not None and edit.merge_images(current, images) == current:
                         continue  # the target already runs these images
                 call = SignedCall(
                     identity="reconciler",
@@ -808,7 +782,7 @@ class PromotionController:
             log.warning("fault injection: killing the daemon after the promotion push", commit=sha)
             os.kill(os.getpid(), signal.SIGKILL)
         if not sha:
-            sha = await asyncio.to_thread(self._head_of_target)
+            sha = await asyncio.to_thread(self.writer.find_head)
             note = f"{spec.get('to')} already holds the promoted values; no commit needed"
         else:
             note = f"committed {sha[:12]}" + ("" if created else " (found the commit already pushed)")
@@ -822,6 +796,3 @@ class PromotionController:
         body = await self._set(body, **fields)
         await self._audit(body, "Committed", note, commit=sha)
         self.host.request_fetch()
-
-    def _head_of_target(self) -> str:
-        return self.writer.find_head()
