@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from reconciler import logs
+from reconciler.config_fields import ConfigError
 from reconciler.devcluster.build import toolchain_paths
 from reconciler.kube.client import KubeClient
 from reconciler.kube.errors import KubeError
@@ -215,7 +216,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
 
     try:
         config = settings.load(Path(args.config))
-    except settings.ConfigError as exc:
+    except ConfigError as exc:
         if args.insecure_no_webhook_secret and "no webhook secret is configured" in str(exc):
             raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
             raw.setdefault("webhooks", {})["insecure_no_secret"] = True

@@ -23,15 +23,12 @@ from typing import Any
 
 import yaml
 
-from reconciler.promotion.policy import PolicyError, PromotionSettings
+from reconciler.config_fields import ConfigError, boolean, expect, mapping, number, unknown
+from reconciler.promotion.policy import PromotionSettings
 from reconciler.promotion.policy import parse as parse_promotions
 
 PROVIDERS = ("github", "gitlab", "gitea", "bitbucket", "generic")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the field."""
 
 
 @dataclass(frozen=True)
@@ -150,56 +147,15 @@ class Settings:
         return int(self.listen.rsplit(":", 1)[1])
 
 
-def _expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
-        raise ConfigError(f"{where}: expected {what}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _number(raw: Mapping[str, Any], key: str, where: str, default: float, minimum: float = 0.0) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", value)
-        if match is None:
-            raise ConfigError(
-                f"{where}.{key}: expected a number of seconds or a duration like 30s, 5m; got {value!r}"
-            )
-        factor = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
-        value = float(match.group(1)) * factor
-    _expect(value, (int, float), f"{where}.{key}", "a number")
-    if float(value) < minimum:
-        raise ConfigError(f"{where}.{key}: must be at least {minimum}, got {value}")
-    return float(value)
-
-
-def _bool(raw: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
-    value = raw.get(key, default)
-    return bool(_expect(value, bool, f"{where}.{key}", "true or false"))
-
-
 def _path(raw: Mapping[str, Any], key: str, where: str, base: Path) -> Path | None:
     value = raw.get(key)
     if value is None:
         return None
-    _expect(value, str, f"{where}.{key}", "a file path")
+    expect(value, str, f"{where}.{key}", "a file path")
     path = (base / value).resolve() if not os.path.isabs(value) else Path(value)
     if not path.exists():
         raise ConfigError(f"{where}.{key}: {path} does not exist")
     return path
-
-
-def _mapping(value: Any, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    return dict(_expect(value, dict, where, "a mapping"))
-
-
-def _unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    extra = sorted(set(raw) - allowed)
-    if extra:
-        raise ConfigError(
-            f"{where}: unknown field(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})"
-        )
 
 
 def _secret(raw: Mapping[str, Any], provider: str, base: Path, environ: Mapping[str, str]) -> str:
@@ -207,8 +163,8 @@ def _secret(raw: Mapping[str, Any], provider: str, base: Path, environ: Mapping[
     if from_env:
         return from_env
     where = f"webhooks.{provider}"
-    section = _mapping(raw.get(provider), where)
-    _unknown(section, {"secret_file"}, where)
+    section = mapping(raw.get(provider), where)
+    unknown(section, {"secret_file"}, where)
     path = _path(section, "secret_file", where, base)
     if path is None:
         return ""
@@ -222,7 +178,7 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
     """Validate a configuration mapping (``base`` resolves relative file paths)."""
     env = os.environ if environ is None else environ
     raw = dict(raw)
-    _unknown(
+    unknown(
         raw,
         {
             "repository",
@@ -242,18 +198,18 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
         },
         "config",
     )
-    repo_raw = dict(_mapping(raw.get("repository"), "repository"))
+    repo_raw = dict(mapping(raw.get("repository"), "repository"))
     if env.get("RECONCILER_REPOSITORY_URL"):
         repo_raw["url"] = env["RECONCILER_REPOSITORY_URL"]
     if env.get("RECONCILER_REPOSITORY_BRANCH"):
         repo_raw["branch"] = env["RECONCILER_REPOSITORY_BRANCH"]
     if env.get("RECONCILER_POLL_INTERVAL"):
         repo_raw["poll_interval"] = env["RECONCILER_POLL_INTERVAL"]
-    _unknown(repo_raw, {"url", "branch", "poll_interval", "poll_jitter", "credentials"}, "repository")
+    unknown(repo_raw, {"url", "branch", "poll_interval", "poll_jitter", "credentials"}, "repository")
     if not repo_raw.get("url"):
         raise ConfigError("repository.url: required (the Git URL of the environments repository)")
-    creds_raw = _mapping(repo_raw.get("credentials"), "repository.credentials")
-    _unknown(
+    creds_raw = mapping(repo_raw.get("credentials"), "repository.credentials")
+    unknown(
         creds_raw, {"token_file", "username", "ssh_key_file", "known_hosts_file"}, "repository.credentials"
     )
     credentials = Credentials(
@@ -267,23 +223,23 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
             "repository.credentials.known_hosts_file: required with ssh_key_file (host keys are verified)"
         )
     repository = RepositoryConfig(
-        url=str(_expect(repo_raw["url"], str, "repository.url", "a URL")),
-        branch=str(_expect(repo_raw.get("branch", "main"), str, "repository.branch", "a branch name")),
-        poll_interval=_number(repo_raw, "poll_interval", "repository", 60.0, minimum=1.0),
-        poll_jitter=_number(repo_raw, "poll_jitter", "repository", 0.1),
+        url=str(expect(repo_raw["url"], str, "repository.url", "a URL")),
+        branch=str(expect(repo_raw.get("branch", "main"), str, "repository.branch", "a branch name")),
+        poll_interval=number(repo_raw, "poll_interval", "repository", 60.0, minimum=1.0),
+        poll_jitter=number(repo_raw, "poll_jitter", "repository", 0.1),
         credentials=credentials,
     )
 
-    clusters_raw = _expect(raw.get("clusters") or [], list, "clusters", "a list")
+    clusters_raw = expect(raw.get("clusters") or [], list, "clusters", "a list")
     clusters: list[ClusterConfig] = []
     for index, cluster_raw in enumerate(clusters_raw):
         where = f"clusters[{index}]"
-        item = _mapping(cluster_raw, where)
-        _unknown(item, {"name", "in_cluster", "kubeconfig", "context"}, where)
+        item = mapping(cluster_raw, where)
+        unknown(item, {"name", "in_cluster", "kubeconfig", "context"}, where)
         name = str(item.get("name", ""))
         if not _NAME.fullmatch(name):
             raise ConfigError(f"{where}.name: expected a lower-case DNS label, got {name!r}")
-        in_cluster = _bool(item, "in_cluster", where, False)
+        in_cluster = boolean(item, "in_cluster", where, False)
         kubeconfig = _path(item, "kubeconfig", where, base)
         if not in_cluster and kubeconfig is None:
             raise ConfigError(f"{where}: set in_cluster: true or a kubeconfig")
@@ -294,12 +250,12 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
     if len(set(names)) != len(names):
         raise ConfigError("clusters: names must be unique")
 
-    envs_raw = _expect(raw.get("environments") or [], list, "environments", "a list")
+    envs_raw = expect(raw.get("environments") or [], list, "environments", "a list")
     environments: list[EnvironmentConfig] = []
     for index, env_raw in enumerate(envs_raw):
         where = f"environments[{index}]"
-        item = _mapping(env_raw, where)
-        _unknown(
+        item = mapping(env_raw, where)
+        unknown(
             item,
             {
                 "name",
@@ -318,13 +274,13 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
         name = str(item.get("name", ""))
         if not _NAME.fullmatch(name):
             raise ConfigError(f"{where}.name: expected a lower-case DNS label, got {name!r}")
-        path = str(_expect(item.get("path", ""), str, f"{where}.path", "a path inside the repository"))
+        path = str(expect(item.get("path", ""), str, f"{where}.path", "a path inside the repository"))
         if not path or os.path.isabs(path) or ".." in Path(path).parts:
             raise ConfigError(f"{where}.path: expected a relative path inside the repository, got {path!r}")
         cluster = str(item.get("cluster") or clusters[0].name)
         if cluster not in names:
             raise ConfigError(f"{where}.cluster: no cluster named {cluster!r} (known: {', '.join(names)})")
-        share = _number(item, "max_prune_share", where, 0.5)
+        share = number(item, "max_prune_share", where, 0.5)
         if share > 1:
             raise ConfigError(f"{where}.max_prune_share: a share between 0 and 1, got {share}")
         environments.append(
@@ -332,13 +288,13 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
                 name=name,
                 path=path,
                 cluster=cluster,
-                prune=_bool(item, "prune", where, True),
+                prune=boolean(item, "prune", where, True),
                 max_prune_share=share,
-                prune_protected_kinds=_bool(item, "prune_protected_kinds", where, False),
-                health_timeout=_number(item, "health_timeout", where, 300.0, minimum=1.0),
-                allow_remote_bases=_bool(item, "allow_remote_bases", where, False),
-                allow_helm=_bool(item, "allow_helm", where, False),
-                allow_plugins=_bool(item, "allow_plugins", where, False),
+                prune_protected_kinds=boolean(item, "prune_protected_kinds", where, False),
+                health_timeout=number(item, "health_timeout", where, 300.0, minimum=1.0),
+                allow_remote_bases=boolean(item, "allow_remote_bases", where, False),
+                allow_helm=boolean(item, "allow_helm", where, False),
+                allow_plugins=boolean(item, "allow_plugins", where, False),
             )
         )
     if not environments:
@@ -347,8 +303,8 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
     if len(set(env_names)) != len(env_names):
         raise ConfigError("environments: names must be unique")
 
-    hooks_raw = _mapping(raw.get("webhooks"), "webhooks")
-    _unknown(
+    hooks_raw = mapping(raw.get("webhooks"), "webhooks")
+    unknown(
         hooks_raw,
         {*PROVIDERS, "insecure_no_secret", "max_body_bytes", "body_timeout", "rate_limit", "rate_window"},
         "webhooks",
@@ -356,11 +312,11 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
     secrets = {provider: _secret(hooks_raw, provider, base, env) for provider in PROVIDERS}
     webhooks = WebhookConfig(
         secrets={k: v for k, v in secrets.items() if v},
-        insecure_no_secret=_bool(hooks_raw, "insecure_no_secret", "webhooks", False),
-        max_body_bytes=int(_number(hooks_raw, "max_body_bytes", "webhooks", 1024 * 1024, minimum=1024)),
-        body_timeout=_number(hooks_raw, "body_timeout", "webhooks", 10.0, minimum=0.1),
-        rate_limit=int(_number(hooks_raw, "rate_limit", "webhooks", 60, minimum=1)),
-        rate_window=_number(hooks_raw, "rate_window", "webhooks", 60.0, minimum=1.0),
+        insecure_no_secret=boolean(hooks_raw, "insecure_no_secret", "webhooks", False),
+        max_body_bytes=int(number(hooks_raw, "max_body_bytes", "webhooks", 1024 * 1024, minimum=1024)),
+        body_timeout=number(hooks_raw, "body_timeout", "webhooks", 10.0, minimum=0.1),
+        rate_limit=int(number(hooks_raw, "rate_limit", "webhooks", 60, minimum=1)),
+        rate_window=number(hooks_raw, "rate_window", "webhooks", 60.0, minimum=1.0),
     )
     if not webhooks.secrets and not webhooks.insecure_no_secret:
         raise ConfigError(
@@ -369,20 +325,20 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
             "webhooks.insecure_no_secret: true"
         )
 
-    leader_raw = _mapping(raw.get("leader_election"), "leader_election")
-    _unknown(
+    leader_raw = mapping(raw.get("leader_election"), "leader_election")
+    unknown(
         leader_raw,
         {"enabled", "cluster", "namespace", "lease_name", "lease_duration", "renew_interval", "identity"},
         "leader_election",
     )
-    enabled = _bool(leader_raw, "enabled", "leader_election", True)
+    enabled = boolean(leader_raw, "enabled", "leader_election", True)
     if env.get("RECONCILER_LEADER_ELECTION"):
         enabled = env["RECONCILER_LEADER_ELECTION"].lower() in ("1", "true", "yes")
     lease_cluster = str(leader_raw.get("cluster") or clusters[0].name)
     if lease_cluster not in names:
         raise ConfigError(f"leader_election.cluster: no cluster named {lease_cluster!r}")
-    duration = _number(leader_raw, "lease_duration", "leader_election", 15.0, minimum=2.0)
-    renew = _number(leader_raw, "renew_interval", "leader_election", 2.0, minimum=0.1)
+    duration = number(leader_raw, "lease_duration", "leader_election", 15.0, minimum=2.0)
+    renew = number(leader_raw, "renew_interval", "leader_election", 2.0, minimum=0.1)
     if renew >= duration / 2:
         raise ConfigError("leader_election.renew_interval: must be less than half of lease_duration")
     identity = env.get("RECONCILER_IDENTITY") or str(leader_raw.get("identity") or "")
@@ -404,10 +360,7 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
         raise ConfigError(f"log_level: one of debug, info, warning, error; got {log_level!r}")
     cache_dir = Path(str(env.get("RECONCILER_CACHE_DIR") or raw.get("cache_dir") or "/tmp/reconciler"))  # noqa: S108
     kustomize = _path(raw, "kustomize", "config", base)
-    try:
-        promotions = parse_promotions(raw.get("promotions"), base, env_names, env)
-    except PolicyError as exc:
-        raise ConfigError(str(exc)) from None
+    promotions = parse_promotions(raw.get("promotions"), base, env_names, env)
     return Settings(
         repository=repository,
         clusters=tuple(clusters),
@@ -418,10 +371,10 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
         cache_dir=cache_dir if cache_dir.is_absolute() else (base / cache_dir),
         log_level=log_level,
         kustomize=kustomize,
-        resync_interval=_number(raw, "resync_interval", "config", 600.0, minimum=5.0),
-        workers=int(_number(raw, "workers", "config", 4, minimum=1)),
+        resync_interval=number(raw, "resync_interval", "config", 600.0, minimum=5.0),
+        workers=int(number(raw, "workers", "config", 4, minimum=1)),
         inventory_namespace=str(raw.get("inventory_namespace", "reconciler-system")),
-        install_crds=_bool(raw, "install_crds", "config", True),
+        install_crds=boolean(raw, "install_crds", "config", True),
         promotions=promotions,
     )
 

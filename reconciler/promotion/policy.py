@@ -43,14 +43,17 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from reconciler.config_fields import ConfigError, boolean, expect, mapping, number, unknown
+
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(:[0-5]\d)?$|^24:00$")
 MIN_SECRET = 16
+DURATION_UNITS = ("s", "m", "h", "d")
 
 
-class PolicyError(ValueError):
-    """The promotion configuration is invalid; the message names the field."""
+# The promotion configuration is validated like the rest of the daemon's configuration.
+PolicyError = ConfigError
 
 
 @dataclass(frozen=True)
@@ -195,49 +198,8 @@ def counted_approvals(
 
 
 # -- parsing ----------------------------------------------------------------------------------------
-def _map(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise PolicyError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return dict(value)
-
-
 def _list(value: Any, where: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise PolicyError(f"{where}: expected a list, got {type(value).__name__}")
-    return list(value)
-
-
-def _unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    extra = sorted(set(raw) - allowed)
-    if extra:
-        raise PolicyError(
-            f"{where}: unknown field(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})"
-        )
-
-
-def _duration(raw: Mapping[str, Any], key: str, where: str, default: float) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*", value)
-        if match is None:
-            raise PolicyError(
-                f"{where}.{key}: expected seconds or a duration like 30s, 10m, 24h; got {value!r}"
-            )
-        value = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[match.group(2)]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise PolicyError(f"{where}.{key}: expected a non-negative duration, got {value!r}")
-    return float(value)
-
-
-def _bool(raw: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
-    value = raw.get(key, default)
-    if not isinstance(value, bool):
-        raise PolicyError(f"{where}.{key}: expected true or false, got {value!r}")
-    return value
+    return list(expect(value or [], list, where, "a list"))
 
 
 def _read_secret(
@@ -264,11 +226,11 @@ def _env_key(name: str) -> str:
 
 
 def _window(raw: Any, where: str) -> Window:
-    item = _map(raw, where)
-    _unknown(item, {"allow", "deny", "days", "start", "end", "timezone"}, where)
+    item = mapping(raw, where)
+    unknown(item, {"allow", "deny", "days", "start", "end", "timezone"}, where)
     if ("allow" in item) == ("deny" in item):
         raise PolicyError(f"{where}: set exactly one of allow: true or deny: true")
-    allow = _bool(item, "allow", where, True) if "allow" in item else not _bool(item, "deny", where, True)
+    allow = boolean(item, "allow", where, True) if "allow" in item else not boolean(item, "deny", where, True)
     days_raw = _list(item.get("days", list(_DAYS)), f"{where}.days")
     days: set[int] = set()
     for day in days_raw:
@@ -304,14 +266,14 @@ def parse(
     ``RECONCILER_INTEGRATION_<NAME>_SECRET`` (non-alphanumerics become ``_``).
     """
     env = os.environ if environ is None else environ
-    section = _map(raw, "promotions")
-    _unknown(section, {"approvers", "integrations", "pipelines", "timestamp_window", "author"}, "promotions")
+    section = mapping(raw, "promotions")
+    unknown(section, {"approvers", "integrations", "pipelines", "timestamp_window", "author"}, "promotions")
     known_envs = set(environments)
     approvers: list[Approver] = []
     for index, item_raw in enumerate(_list(section.get("approvers"), "promotions.approvers")):
         where = f"promotions.approvers[{index}]"
-        item = _map(item_raw, where)
-        _unknown(item, {"identity", "secret_file", "groups"}, where)
+        item = mapping(item_raw, where)
+        unknown(item, {"identity", "secret_file", "groups"}, where)
         identity = str(item.get("identity") or "")
         if not identity or identity.startswith("group:") or len(identity) > 200:
             raise PolicyError(f"{where}.identity: required (for example an e-mail address)")
@@ -323,8 +285,8 @@ def parse(
     integrations: list[Integration] = []
     for index, item_raw in enumerate(_list(section.get("integrations"), "promotions.integrations")):
         where = f"promotions.integrations[{index}]"
-        item = _map(item_raw, where)
-        _unknown(item, {"name", "secret_file", "identities"}, where)
+        item = mapping(item_raw, where)
+        unknown(item, {"name", "secret_file", "identities"}, where)
         name = str(item.get("name") or "")
         if not _NAME.fullmatch(name):
             raise PolicyError(f"{where}.name: expected a lower-case name, got {name!r}")
@@ -336,8 +298,8 @@ def parse(
     pipelines: list[Pipeline] = []
     for index, item_raw in enumerate(_list(section.get("pipelines"), "promotions.pipelines")):
         where = f"promotions.pipelines[{index}]"
-        item = _map(item_raw, where)
-        _unknown(
+        item = mapping(item_raw, where)
+        unknown(
             item,
             {
                 "name", "from", "to", "images", "files", "approvals", "approvers", "allow_self_approval",
@@ -358,7 +320,7 @@ def parse(
         for file in files:
             if Path(file).is_absolute() or ".." in Path(file).parts or "/" in file:
                 raise PolicyError(f"{where}.files: {file!r} must be a file name inside the overlay")
-        images = _bool(item, "images", where, True)
+        images = boolean(item, "images", where, True)
         if not images and not files:
             raise PolicyError(f"{where}: promotes nothing (images: false and no files)")
         approvals = item.get("approvals", 1)
@@ -370,8 +332,8 @@ def parse(
         for entry in allowed:
             if not entry.startswith("group:") and not any(a.identity == entry for a in approvers):
                 raise PolicyError(f"{where}.approvers: {entry!r} is not in promotions.approvers")
-        rollback_raw = _map(item.get("rollback"), f"{where}.rollback")
-        _unknown(rollback_raw, {"approvals", "soak"}, f"{where}.rollback")
+        rollback_raw = mapping(item.get("rollback"), f"{where}.rollback")
+        unknown(rollback_raw, {"approvals", "soak"}, f"{where}.rollback")
         rollback_approvals = rollback_raw.get("approvals", approvals)
         if (
             isinstance(rollback_approvals, bool)
@@ -388,18 +350,18 @@ def parse(
                 files=files,
                 approvals=approvals,
                 approvers=allowed,
-                allow_self_approval=_bool(item, "allow_self_approval", where, False),
-                soak=_duration(item, "soak", where, 0.0),
+                allow_self_approval=boolean(item, "allow_self_approval", where, False),
+                soak=number(item, "soak", where, 0.0, units=DURATION_UNITS),
                 windows=tuple(
                     _window(w, f"{where}.windows[{i}]")
                     for i, w in enumerate(_list(item.get("windows"), f"{where}.windows"))
                 ),
-                expire_after=_duration(item, "expire_after", where, 24 * 3600.0),
-                auto_request=_bool(item, "auto_request", where, False),
-                timeout=_duration(item, "timeout", where, 900.0),
+                expire_after=number(item, "expire_after", where, 24 * 3600.0, units=DURATION_UNITS),
+                auto_request=boolean(item, "auto_request", where, False),
+                timeout=number(item, "timeout", where, 900.0, units=DURATION_UNITS),
                 rollback=RollbackPolicy(
                     approvals=rollback_approvals,
-                    soak=_duration(rollback_raw, "soak", f"{where}.rollback", 0.0),
+                    soak=number(rollback_raw, "soak", f"{where}.rollback", 0.0, units=DURATION_UNITS),
                 ),
             )
         )
@@ -409,13 +371,13 @@ def parse(
     targets = [p.target for p in pipelines]
     if len(set(targets)) != len(targets):
         raise PolicyError("promotions.pipelines: one pipeline per target environment")
-    author = _map(section.get("author"), "promotions.author")
-    _unknown(author, {"name", "email"}, "promotions.author")
+    author = mapping(section.get("author"), "promotions.author")
+    unknown(author, {"name", "email"}, "promotions.author")
     return PromotionSettings(
         pipelines=tuple(pipelines),
         approvers=tuple(approvers),
         integrations=tuple(integrations),
-        timestamp_window=_duration(section, "timestamp_window", "promotions", 300.0),
+        timestamp_window=number(section, "timestamp_window", "promotions", 300.0, units=DURATION_UNITS),
         author_name=str(author.get("name", "reconciler")),
         author_email=str(author.get("email", "reconciler@localhost")),
     )
