@@ -9,6 +9,7 @@ import secrets
 import textwrap
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from typing import Any
 import yaml
 
 from reconciler.kube import KubeClient
+from reconciler.kube.cache import LiveCache
 from reconciler.kube.client import USER_AGENT
 from reconciler.kube.errors import NotFoundError
-from reconciler.render import RenderOptions
+from reconciler.render import Renderer, RenderOptions
+from reconciler.sync import Engine
 
 AUDIT_WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
@@ -118,6 +121,19 @@ class AuditLog:
         # only whole lines: the server may be in the middle of writing the last one
         complete = data[: data.rfind(b"\n") + 1]
         return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+@contextlib.asynccontextmanager
+async def running_engine(kube: KubeClient) -> AsyncIterator[Engine]:
+    """An engine with warm watch caches, as the daemon runs it. Closed before a test's clean-up, so
+    that its drift correction does not re-create what the clean-up deletes."""
+    cache = LiveCache(kube)
+    engine = Engine(kube, cache=cache, renderer=Renderer())
+    try:
+        yield engine
+    finally:
+        await engine.close()
+        await cache.close()
 
 
 def deployment(

@@ -17,7 +17,6 @@ deletes them (and its PersistentVolumes and cluster-scoped objects, never the CR
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import secrets
@@ -32,14 +31,14 @@ import pytest
 from reconciler.devcluster.build import Toolchain
 from reconciler.health import HealthStatus, assess
 from reconciler.kube import ApplyOptions, KubeClient
-from reconciler.kube.cache import LiveCache
 from reconciler.kube.client import ResourceInfo
 from reconciler.kube.errors import KubeError
 from reconciler.objects import WAVE_ANNOTATION, Action, Body, Manifest
 from reconciler.plan.hpa import hpa_targets
-from reconciler.render import Renderer, RenderOptions
+from reconciler.render import RenderOptions
 from reconciler.sync import Engine, SyncOptions, SyncResult
 from tests.helpers import eventually
+from tests.support import running_engine
 
 pytestmark = pytest.mark.cluster
 
@@ -204,19 +203,6 @@ async def cleanup(kube: KubeClient) -> AsyncIterator[Cleanup]:
         yield tracker
     finally:
         await tracker.run()
-
-
-@contextlib.asynccontextmanager
-async def running_engine(kube: KubeClient) -> AsyncIterator[Engine]:
-    """An engine with warm watch caches, as the daemon runs it. Closed before the test's clean-up, so
-    that its drift correction does not re-create what the clean-up deletes."""
-    cache = LiveCache(kube)
-    engine = Engine(kube, cache=cache, renderer=Renderer())
-    try:
-        yield engine
-    finally:
-        await engine.close()
-        await cache.close()
 
 
 @pytest.fixture

@@ -14,13 +14,12 @@ from reconciler.devcluster.build import Toolchain
 from reconciler.health import HealthStatus
 from reconciler.inventory import InventoryStore
 from reconciler.kube import ApplyOptions, KubeClient
-from reconciler.kube.cache import LiveCache
 from reconciler.objects import Action, ObjectKey
 from reconciler.plan.prune import PruneOptions
-from reconciler.render import Renderer, RenderOptions
+from reconciler.render import RenderOptions
 from reconciler.sync import Engine, SyncOptions, SyncResult
 from tests.helpers import eventually
-from tests.support import AuditLog, EnvRepo, config_map, deployment
+from tests.support import AuditLog, EnvRepo, config_map, deployment, running_engine
 
 pytestmark = pytest.mark.cluster
 
@@ -34,13 +33,8 @@ def repo(tmp_path: Path, namespace: str, toolchain: Toolchain) -> EnvRepo:
 @pytest.fixture
 async def engine(kube: KubeClient) -> AsyncIterator[Engine]:
     """An engine with warm watch caches, as the daemon runs it."""
-    cache = LiveCache(kube)
-    engine = Engine(kube, cache=cache, renderer=Renderer())
-    try:
-        yield engine
-    finally:
-        await engine.close()
-        await cache.close()
+    async with running_engine(kube) as running:
+        yield running
 
 
 async def sync(engine: Engine, repo: EnvRepo, **options: Any) -> SyncResult:
