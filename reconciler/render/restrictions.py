@@ -97,7 +97,6 @@ class _Walker:
             if step.is_symlink():  # a symlink on the way can be re-pointed in its own directory
                 self.inputs.directories.add(step.parent)
         if resolved != self.root and self.root not in resolved.parents:
-            lexical = Path(os.path.normpath(candidate.absolute()))
             escapes_lexically = lexical != self.root and self.root not in lexical.parents
             how = "" if escapes_lexically else "through a symlink "
             raise RestrictionError(

@@ -145,11 +145,7 @@ class GitSource:
         A few files change per commit, so this costs milliseconds where a full checkout of a large
         repository costs a large part of a second. False (and ``work`` emptied) when it cannot be done:
         the caller then checks the whole tree out."""
-        bases = sorted(
-            (p for p in self.snapshots.iterdir() if p.is_dir() and len(p.name) == 40 and p.name != sha),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
+        bases = [p for p in self._newest_snapshots() if p.name != sha]
         if not bases:
             return False
         changed = self.changed_paths(bases[0].name, sha)
@@ -192,13 +188,16 @@ class GitSource:
             parent.rmdir()  # git keeps no empty directories; neither does a fresh checkout
             parent = parent.parent
 
-    def _prune_snapshots(self, keep: Path) -> None:
-        entries = sorted(
+    def _newest_snapshots(self) -> list[Path]:
+        """The finished snapshots (not those being built: their names start with "."), newest first."""
+        return sorted(
             (p for p in self.snapshots.iterdir() if p.is_dir() and not p.name.startswith(".")),
             key=lambda p: p.stat().st_mtime,
             reverse=True,
         )
-        for old in entries[_KEEP_SNAPSHOTS:]:
+
+    def _prune_snapshots(self, keep: Path) -> None:
+        for old in self._newest_snapshots()[_KEEP_SNAPSHOTS:]:
             if old != keep:
                 shutil.rmtree(old, ignore_errors=True)
 
