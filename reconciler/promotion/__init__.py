@@ -5,10 +5,10 @@
 * ``signing``    HMAC-signed approval/request payloads: verification, replay refusal
 * ``edit``       the change a promotion makes: ``images:`` entries (and optionally named files) of a
                  kustomization, edited so that nothing else in the target file changes
-* ``model``      the ``Promotion`` custom resource (``promotions.reconciler.dev``) as a typed object
-* ``store``      Promotion objects in the cluster and their Events
+* ``store``      the ``Promotion`` custom resources (``promotions.reconciler.dev``) and their Events
 * ``gitwriter``  the one commit per promotion: written, pushed without force, rebased on races, found
                  again by its ``Promotion:`` trailer so it is never written twice
 * ``controller`` the state machine the leader runs, and the operations the API calls
 * ``api``        the HTTP routes under ``/api/v1/promotions``
+* ``cli``        ``promote``, ``promotions``, ``approve``, ``reject``, ``rollback``
 """

@@ -112,13 +112,6 @@ class GitWriter:
         )
         return out.strip()
 
-    def find_commit(self, promotion: str) -> str:
-        """The commit of ``promotion`` on the remote branch ("" when there is none)."""
-        try:
-            return self._find(self._fresh(), promotion)
-        except (git.GitError, OSError) as exc:
-            raise GitError(f"searching for the commit of {promotion}: {_detail(exc)}") from None
-
     def commit(self, promotion: str, edit: Edit, message: str) -> tuple[str, bool]:
         """Write and push the commit of ``promotion`` (once); returns (sha, created now).
 
