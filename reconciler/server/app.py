@@ -223,18 +223,11 @@ def build_app(
     controller: Controller,
     config: WebhookConfig,
     registry: CollectorRegistry,
-    webhook_requests: Counter | None = None,
+    webhook_requests: Counter,
 ) -> web.Application:
-    """The application, with its state (``webhook_requests``: the daemon's counter from
-    ``reconciler.metrics``; one is created on ``registry`` when not given)."""
+    """The application, with its state (``registry`` is served at /metrics; ``webhook_requests`` is
+    the counter of ``reconciler.metrics.Metrics`` on it)."""
     app = web.Application(client_max_size=config.max_body_bytes)
-    if webhook_requests is None:
-        webhook_requests = Counter(
-            "reconciler_webhook_requests_total",
-            "Webhook requests by provider and result.",
-            ["provider", "result"],
-            registry=registry,
-        )
     state = ServerState(
         controller=controller,
         config=config,

@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
+from reconciler.metrics import Metrics
 from reconciler.server import webhooks
 from reconciler.server.app import build_app
 from reconciler.settings import WebhookConfig
@@ -113,7 +113,8 @@ def server() -> Iterator[tuple[int, _Controller]]:
     holder: dict[str, Any] = {}
 
     async def start() -> None:
-        runner = web.AppRunner(build_app(controller, config, CollectorRegistry()))
+        metrics = Metrics()
+        runner = web.AppRunner(build_app(controller, config, metrics.registry, metrics.webhook_requests))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
