@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -217,30 +218,55 @@ def daemon_config(
     return DaemonProcess(path, port, tmp_path / f"{name}.log")
 
 
-@pytest.fixture
-def kube_sync(kubeconfig: Path) -> Any:
-    """A synchronous GET of one object as the admin (for polling from plain test code)."""
-    import ssl  # noqa: PLC0415
+class Admin:
+    """Synchronous requests to the session cluster as its admin (for plain test code)."""
 
-    config = yaml.safe_load(kubeconfig.read_text())
-    cluster = config["clusters"][0]["cluster"]
-    user = config["users"][0]["user"]
-    workdir = kubeconfig.parent / "pki"
-    context = ssl.create_default_context(cafile=str(workdir / "ca.crt"))
-    context.load_cert_chain(str(workdir / "admin.crt"), str(workdir / "admin.key"))
-    del user
+    def __init__(self, kubeconfig: Path) -> None:
+        self.server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+        pki = kubeconfig.parent / "pki"
+        self.context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        self.context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+
+    def call(self, method: str, path: str) -> tuple[int, Any]:
+        """The status and decoded body of one request ({} for an error)."""
+        request = urllib.request.Request(self.server + path, method=method)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, context=self.context, timeout=10) as response:  # noqa: S310
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, {}
+
+
+@pytest.fixture
+def admin(kubeconfig: Path) -> Admin:
+    """The session cluster, as its admin, synchronously."""
+    return Admin(kubeconfig)
+
+
+@pytest.fixture
+def kube_sync(admin: Admin) -> Any:
+    """A synchronous GET of one object as the admin ({} when it does not exist)."""
 
     def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
         plural = {"ConfigMap": "configmaps", "Deployment": "deployments", "Secret": "secrets"}[kind]
         prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        url = f"{cluster['server']}{prefix}/namespaces/{namespace}/{plural}/{name}"
-        try:
-            with urllib.request.urlopen(url, context=context, timeout=5) as response:  # noqa: S310
-                data: dict[str, Any] = json.loads(response.read())
-                return data
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return {}
-            raise
+        status, body = admin.call("GET", f"{prefix}/namespaces/{namespace}/{plural}/{name}")
+        if status == 404:
+            return {}
+        assert status == 200, f"GET {kind}/{namespace}/{name}: {status}"
+        data: dict[str, Any] = body
+        return data
+
+    return get
+
+
+@pytest.fixture
+def kube_list(admin: Admin) -> Any:
+    """A synchronous GET of any collection as the admin: its items."""
+
+    def get(path: str) -> list[dict[str, Any]]:
+        status, body = admin.call("GET", path)
+        assert status == 200, f"GET {path}: {status}"
+        return list(body.get("items", []))
 
     return get

@@ -4,23 +4,17 @@ cluster add-on CRDs it needs synced by the same daemon."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from reconciler.devcluster.build import Toolchain
 from reconciler.devcluster.cluster import Cluster
 from reconciler.devcluster.provisioner import VolumeProvisioner
-from tests.e2e.conftest import Repo, daemon_config, git
+from tests.e2e.conftest import Admin, Repo, daemon_config, git
 from tests.e2e.test_promotions import KEYS, Setup
 from tests.helpers import wait_for
 
@@ -29,36 +23,23 @@ ENVIRONMENTS = Path(__file__).resolve().parents[2] / "environments"
 NAMESPACES = ("aiplus-staging", "aiplus-production")
 
 
-class Admin:
-    """Synchronous admin requests to the session cluster."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        self.server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-        pki = kubeconfig.parent / "pki"
-        self.context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-        self.context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-
-    def call(self, method: str, path: str) -> tuple[int, Any]:
-        request = urllib.request.Request(self.server + path, method=method)  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, context=self.context, timeout=10) as response:  # noqa: S310
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, {}
-
-    def namespaces_gone(self) -> bool:
-        return all(self.call("GET", f"/api/v1/namespaces/{n}")[0] == 404 for n in NAMESPACES)
+def namespaces_gone(admin: Admin) -> bool:
+    return all(admin.call("GET", f"/api/v1/namespaces/{n}")[0] == 404 for n in NAMESPACES)
 
 
 @pytest.fixture
-def admin(kubeconfig: Path) -> Iterator[Admin]:
-    admin = Admin(kubeconfig)
-    # the fixed namespaces of the overlays may still be terminating after another test
-    wait_for(admin.namespaces_gone, timeout=120, interval=0.5, what="the aiplus namespaces to be gone")
-    yield admin
+def aiplus_namespaces(admin: Admin) -> Iterator[None]:
+    """The overlays' fixed namespaces: absent before the test (another test may still be deleting
+    them), deleted after it."""
+    wait_for(
+        lambda: namespaces_gone(admin), timeout=120, interval=0.5, what="the aiplus namespaces to be gone"
+    )
+    yield
     for namespace in NAMESPACES:
         admin.call("DELETE", f"/api/v1/namespaces/{namespace}")
-    wait_for(admin.namespaces_gone, timeout=120, interval=0.5, what="the aiplus namespaces to be deleted")
+    wait_for(
+        lambda: namespaces_gone(admin), timeout=120, interval=0.5, what="the aiplus namespaces to be deleted"
+    )
 
 
 def test_ai_plus_promotion_from_staging_to_production(
@@ -69,6 +50,7 @@ def test_ai_plus_promotion_from_staging_to_production(
     toolchain: Toolchain,
     namespace: str,
     admin: Admin,
+    aiplus_namespaces: None,
 ) -> None:
     """New image tags in staging → request → two approvals → one commit to the production overlay →
     production Synced and Healthy on those tags."""

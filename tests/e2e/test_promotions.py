@@ -166,25 +166,6 @@ def start(
 
 
 @pytest.fixture
-def kube_list(kubeconfig: Path) -> Any:
-    """A synchronous GET of any collection as the admin."""
-    import ssl  # noqa: PLC0415
-
-    import yaml  # noqa: PLC0415
-
-    server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    pki = kubeconfig.parent / "pki"
-    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-
-    def get(path: str) -> Any:
-        with urllib.request.urlopen(server + path, context=context, timeout=5) as response:  # noqa: S310
-            return json.loads(response.read()).get("items", [])
-
-    return get
-
-
-@pytest.fixture
 def setups() -> Iterator[list[Setup]]:
     started: list[Setup] = []
     yield started
