@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import faulthandler
+import io
 import os
 import random
 import signal
@@ -370,6 +371,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGUSR2, dump_tasks)
         await self.start()
         await self._stopping.wait()
         log.info("signal received; shutting down")
@@ -591,8 +593,19 @@ class Daemon:
                 )
 
 
+def dump_tasks() -> None:
+    """Write every asyncio task's name and stack to stderr (SIGUSR2: where is the daemon waiting?)."""
+    out = io.StringIO()
+    for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name()):
+        print(f"--- task {task.get_name()}", file=out)
+        task.print_stack(limit=30, file=out)
+    sys.stderr.write(out.getvalue())
+    sys.stderr.flush()
+
+
 async def run(settings: Settings, kustomize: Path) -> None:
-    """Run a daemon until SIGTERM; SIGUSR1 dumps every thread's stack to stderr (for debugging)."""
+    """Run a daemon until SIGTERM; SIGUSR1 dumps every thread's stack and SIGUSR2 every asyncio task's
+    stack to stderr (for debugging)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     daemon = Daemon(settings, kustomize=kustomize)
     with contextlib.suppress(asyncio.CancelledError):

@@ -533,6 +533,8 @@ class PromotionController:
                 await self.reconcile()
             except (KubeError, GitError) as exc:
                 log.warning("promotion reconcile failed; retrying", error=str(exc))
+            except Exception:  # a bug must not stop every later promotion: log it and go on
+                log.exception("promotion reconcile failed unexpectedly; retrying")
 
     async def reconcile(self) -> None:
         """One pass over every active promotion (and automatic requests)."""

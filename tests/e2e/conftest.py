@@ -146,6 +146,17 @@ class DaemonProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
 
+    def dump_tasks(self) -> None:
+        """Ask the daemon to write its asyncio tasks' stacks to its log (SIGUSR2); for failure reports."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        before = self.log_path.stat().st_size
+        os.kill(self.process.pid, signal.SIGUSR2)
+        deadline, sizes = time.monotonic() + 5, [before]
+        while time.monotonic() < deadline and (sizes[-1] == before or len(set(sizes[-3:])) > 1):
+            time.sleep(0.05)  # until the log has grown and stopped growing
+            sizes.append(self.log_path.stat().st_size)
+
     def get_status(self, path: str) -> int:
         try:
             with urllib.request.urlopen(self.url + path, timeout=5) as response:  # noqa: S310

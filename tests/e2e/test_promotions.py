@@ -83,12 +83,18 @@ class Setup:
         return result
 
     def wait_phase(self, name: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
-        result: dict[str, Any] = wait_for(
-            lambda: (p := self.promotion(name)).get("phase") in phases and p,
-            timeout=timeout,
-            what=f"promotion {name} to reach {'/'.join(phases)}",
-        )
-        return result
+        last: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            last.update(self.promotion(name))
+            return dict(last) if last.get("phase") in phases else None
+
+        try:
+            return wait_for(reached, timeout=timeout, what=f"promotion {name} to reach {'/'.join(phases)}")
+        except AssertionError as exc:
+            seen = f"{last.get('phase')}: {last.get('message')}"
+            self.daemon.dump_tasks()
+            raise AssertionError(f"{exc}\nlast seen {seen}\ndaemon log:\n{self.daemon.log()}") from None
 
     def wait_ready(self, env: str, revision: str = "") -> dict[str, Any]:
         def ready() -> Any:
