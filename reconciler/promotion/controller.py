@@ -608,15 +608,60 @@ class PromotionController:
             )
         await self._audit(stored, final, message, warning=final not in ("Succeeded", "Superseded") or warning)
 
-    async def _set(self, body: Body, **fields: Any) -> Body:
+    async def _set(self, body: Body, *, summary: bool = False, **fields: Any) -> Body:
+        """Write ``fields`` into the status (and, with ``summary``, the approval count of the fresh
+        object); never over a terminal phase."""
+
         def mutate(fresh: Body) -> bool:
             if phase(fresh) in TERMINAL_PHASES:
                 return False
+            before = fresh["status"].get("approvalSummary")
+            if summary:
+                self._refresh_summary(fresh)
             changed = {k: v for k, v in fields.items() if fresh["status"].get(k) != v}
             fresh["status"].update(changed)
-            return bool(changed)
+            return bool(changed) or fresh["status"].get("approvalSummary") != before
 
         return await self.store.update_status(body["metadata"]["name"], mutate) or body
+
+    def _waiting(
+        self, body: Body, source: EnvView | None, now: float, soak: float, *, rollback: bool
+    ) -> list[str]:
+        """What a Pending promotion still waits for (approvals, the source's health, soak time)."""
+        spec = body.get("spec") or {}
+        waiting: list[str] = []
+        counted = self._refresh_summary(body)
+        required = int(spec.get("requiredApprovals", 1))
+        if counted < required:
+            waiting.append(f"{counted}/{required} approvals")
+        if not rollback:
+            if source is None or not source.ok or source.input_key != spec.get("sourceInputKey"):
+                waiting.append(f"{spec.get('from')} to be Synced and Healthy at the candidate")
+            elif now - source.healthy_since < soak:
+                waiting.append(f"soak time: {now - source.healthy_since:.0f} of {soak:.0f} s")
+        return waiting
+
+    async def _update_pending(
+        self, body: Body, source: EnvView | None, now: float, soak: float, *, rollback: bool
+    ) -> None:
+        """Record why a promotion is still Pending. The gates are evaluated again on the fresh object
+        inside the write, so an approval recorded after this pass listed the promotions is counted and
+        never overwritten with a stale summary."""
+
+        def mutate(fresh: Body) -> bool:
+            if phase(fresh) not in ("Pending", "Approved"):
+                return False
+            status = fresh["status"]
+            before = (status.get("phase"), status.get("message"), status.get("approvalSummary"))
+            waiting = self._waiting(fresh, source, now, soak, rollback=rollback)
+            if not waiting:
+                self.wake()  # every gate is met now: the next pass moves it on
+                return bool(before[2] != status.get("approvalSummary"))
+            # an Approved promotion whose source regressed goes back to Pending until it recovers
+            status.update(phase="Pending", message="waiting for " + "; ".join(waiting))
+            return bool(before != (status["phase"], status["message"], status["approvalSummary"]))
+
+        await self.store.update_status(body["metadata"]["name"], mutate)
 
     async def _step(self, body: Body) -> None:
         spec = body.get("spec") or {}
@@ -645,24 +690,9 @@ class PromotionController:
                     f"{spec.get('from')} moved on to {source.revision[:12]}: request again",
                 )
                 return
-            waiting: list[str] = []
-            counted = self._refresh_summary(body)
-            required = int(spec.get("requiredApprovals", 1))
-            if counted < required:
-                waiting.append(f"{counted}/{required} approvals")
             soak = pipeline.rollback.soak if rollback else pipeline.soak
-            if not rollback:
-                if source is None or not source.ok or source.input_key != spec.get("sourceInputKey"):
-                    waiting.append(f"{spec.get('from')} to be Synced and Healthy at the candidate")
-                elif now - source.healthy_since < soak:
-                    waiting.append(f"soak time: {now - source.healthy_since:.0f} of {soak:.0f} s")
-            if waiting:
-                await self._set(
-                    body,
-                    phase="Pending",
-                    message="waiting for " + "; ".join(waiting),
-                    approvalSummary=body["status"]["approvalSummary"],
-                )
+            if self._waiting(body, source, now, soak, rollback=rollback):
+                await self._update_pending(body, source, now, soak, rollback=rollback)
                 return
             open_, why = window_verdict(pipeline.windows, dt.datetime.now(dt.UTC))
             message = (
@@ -673,11 +703,7 @@ class PromotionController:
             if current == "Pending":
                 # phase and message in one write: a reader never sees Approved with a stale message
                 body = await self._set(
-                    body,
-                    phase="Approved",
-                    approvedAt=now_iso(),
-                    message=message,
-                    approvalSummary=body["status"]["approvalSummary"],
+                    body, summary=True, phase="Approved", approvedAt=now_iso(), message=message
                 )
                 approvers = counted_approvals(
                     body["status"].get("approvals") or [],
