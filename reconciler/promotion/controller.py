@@ -551,6 +551,10 @@ class PromotionController:
                     )
             mine = {p.name for p in self.settings.pipelines}
             for body in promotions:
+                if not body.get("status"):
+                    # being created: the status is written right after the object (a status
+                    # subresource ignores it on create), so the next pass sees the whole promotion
+                    continue
                 # promotions of pipelines this daemon does not run (another daemon's) are left alone
                 if phase(body) in ACTIVE_PHASES and (body.get("spec") or {}).get("pipeline") in mine:
                     await self._step(body)
