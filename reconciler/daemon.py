@@ -160,7 +160,8 @@ class Daemon:
         self.elector: LeaderElector | None = None
         self.leading = asyncio.Event()
         self._requested: set[str] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.dead_tasks: list[str] = []
         self._background: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -308,7 +309,26 @@ class Daemon:
         self.queue.add(FETCH)
 
     def _spawn(self, coroutine: Any, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coroutine, name=name))
+        task = asyncio.create_task(coroutine, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A loop that ends with an error is logged at once and fails liveness (it never recovers)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error(
+            "internal loop died",
+            task=task.get_name(),
+            error=f"{type(error).__name__}: {error}",
+            exc_info=error,
+        )
+        self.dead_tasks.append(f"{task.get_name()}: {type(error).__name__}: {error}")
+
+    def liveness(self) -> list[str]:
+        """The internal loops that died (``/healthz`` fails while this is not empty)."""
+        return list(self.dead_tasks)
 
     def _leadership_changed(self, leading: bool) -> None:
         self.metrics.leader.set(1 if leading else 0)

@@ -37,6 +37,9 @@ class Controller(Protocol):
     def readiness(self) -> tuple[bool, list[str]]:
         """Ready or not, with the reasons it is not."""
 
+    def liveness(self) -> list[str]:
+        """The daemon's internal loops that died (empty while it is alive)."""
+
     def environment_statuses(self) -> list[dict[str, Any]]:
         """Status of every environment."""
 
@@ -183,8 +186,12 @@ async def git_webhook(request: web.Request) -> web.Response:
     return _reply(state, provider, 202, "accepted")
 
 
-async def healthz(_: web.Request) -> web.Response:
-    """Liveness: the event loop answers."""
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers and none of the daemon's loops died (if one did, 500 with its
+    name, so the kubelet restarts the process instead of leaving a daemon that silently does nothing)."""
+    dead = request.app[STATE].controller.liveness()
+    if dead:
+        return web.json_response({"status": "failed", "reasons": dead}, status=500)
     return web.json_response({"status": "ok"})
 
 

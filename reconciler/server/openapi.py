@@ -134,10 +134,20 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {
         "get": {
-            "summary": "Liveness: the event loop answers.",
+            "summary": "Liveness: the event loop answers and none of the daemon's loops died.",
             "operationId": "healthz",
             "responses": {
-                "200": _json("alive", {"type": "object", "properties": {"status": {"type": "string"}}})
+                "200": _json("alive", {"type": "object", "properties": {"status": {"type": "string"}}}),
+                "500": _json(
+                    "an internal loop died (restart the process)",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "status": {"type": "string"},
+                            "reasons": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                ),
             },
         }
     },

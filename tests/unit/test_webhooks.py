@@ -94,6 +94,9 @@ class _Controller:
     def readiness(self) -> tuple[bool, list[str]]:
         return True, []
 
+    def liveness(self) -> list[str]:
+        return []
+
     def environment_statuses(self) -> list[dict[str, Any]]:
         return []
 
