@@ -54,10 +54,18 @@ from reconciler.workqueue import Backoff, WorkQueue
 
 log = structlog.get_logger(__name__)
 FETCH = "fetch"
-# Failures worth retrying with the same inputs; render and manifest errors, and a blocked prune, wait
-# for a new revision (or an operator) instead.
+# Failures worth retrying with the same inputs (the API server may recover; another environment may
+# release an object or bring a namespace or CRD); render and manifest errors, and a blocked prune,
+# wait for a new revision (or an operator) instead.
 RETRIED_FAILURES = frozenset(
-    {"ClusterUnreachable", "ApiError", "ValidationFailed", "ApplyFailed", "HealthCheckFailed"}
+    {
+        "ClusterUnreachable",
+        "ApiError",
+        "ValidationFailed",
+        "ApplyFailed",
+        "HealthCheckFailed",
+        "OwnershipConflict",
+    }
 )
 
 

@@ -27,6 +27,7 @@ WAVE_ANNOTATION = "reconciler.dev/wave"
 PRUNE_ANNOTATION = "reconciler.dev/prune"  # "disabled" never prunes; "enabled" opts protected kinds in
 FORCE_CONFLICTS_ANNOTATION = "reconciler.dev/force-conflicts"  # "false" refuses to take fields over
 RECREATE_ANNOTATION = "reconciler.dev/recreate-on-immutable"  # "true" deletes and recreates
+ADOPT_ANNOTATION = "reconciler.dev/adopt"  # "true" takes an object over from another environment
 
 
 @dataclass(frozen=True, order=True)

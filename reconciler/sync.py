@@ -43,6 +43,7 @@ from reconciler.kube.cache import LiveCache
 from reconciler.kube.client import ApplyOptions, KubeClient
 from reconciler.kube.errors import ConflictError, ImmutableFieldError, KubeError, NoMatchError, NotFoundError
 from reconciler.objects import (
+    ADOPT_ANNOTATION,
     ENVIRONMENT_ANNOTATION,
     FIELD_MANAGER,
     FORCE_CONFLICTS_ANNOTATION,
@@ -153,6 +154,37 @@ class SyncFailedError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+def _marked_for_other(body: Body, environment: str) -> bool:
+    """True when ``body`` carries another environment's mark."""
+    owner = ((body.get("metadata") or {}).get("annotations") or {}).get(ENVIRONMENT_ANNOTATION)
+    return bool(owner) and owner != environment
+
+
+def _refuse_foreign(items: Iterable[_Item], environment: str) -> None:
+    """Refuse, before any write, to apply objects another environment manages.
+
+    Two environments declaring one object would take it from each other on every sync (each rewriting
+    the fields and the environment mark), and the one that loses it could never prune it. The object is
+    named with its owner; annotating it ``reconciler.dev/adopt: "true"`` in this environment takes it
+    over on purpose (after which the other environment is refused in turn until it drops it)."""
+    foreign: list[str] = []
+    for item in items:
+        if item.live is None or not _marked_for_other(item.live, environment):
+            continue
+        if item.manifest.annotation(ADOPT_ANNOTATION, "false").lower() != "true":
+            owner = item.live["metadata"]["annotations"][ENVIRONMENT_ANNOTATION]
+            foreign.append(f"{item.manifest.key} is managed by environment {owner!r}")
+    if foreign:
+        shown = "; ".join(sorted(foreign)[:10]) + (
+            f"; and {len(foreign) - 10} more" if len(foreign) > 10 else ""
+        )
+        raise SyncFailedError(
+            "OwnershipConflict",
+            f"{shown}. Nothing was written. Declare each object in one environment only, or annotate it "
+            f'{ADOPT_ANNOTATION}: "true" in this one to take it over.',
+        )
 
 
 def mark_owned(manifest: Manifest, environment: str) -> Manifest:
@@ -331,6 +363,7 @@ class Engine:
         }
         crd_kinds = _crd_kinds(desired)
         await self._load_live(items, crd_kinds)
+        _refuse_foreign(items.values(), env)
         for key, item in items.items():
             entry = previous.entries.get(key)
             unchanged = (
@@ -840,6 +873,8 @@ class Engine:
             return
         if (body.get("metadata") or {}).get("deletionTimestamp"):
             return
+        if _marked_for_other(body, env):
+            return  # another environment adopted it (reconciler.dev/adopt): not ours to correct
         if key in self._pending_corrections:
             return
         self._pending_corrections.add(key)
@@ -864,6 +899,9 @@ class Engine:
                     return
                 live = self.cache.get(key) if self.cache is not None else None
                 if event != "DELETED" and live is not None and not drift(manifest.body, live):
+                    return
+                if live is not None and _marked_for_other(live, env):
+                    log.info("drift not corrected: another environment adopted the object", object=str(key))
                     return
                 if not self.guard.allow(key):
                     managers = other_managers(live or {}, FIELD_MANAGER)

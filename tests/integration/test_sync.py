@@ -484,3 +484,46 @@ async def test_conflicts_are_forced_unless_the_object_opts_out(
     live = await kube.get("v1", "ConfigMap", namespace, "shared")
     assert live is not None
     assert live["data"] == {"owner": "reconciler"}
+
+
+async def test_an_object_another_environment_manages_is_refused_unless_adopted(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str, tmp_path: Path, audit: AuditLog
+) -> None:
+    """Two environments declaring one object would take it from each other on every sync: the second
+    is refused before any write, naming the owner; with the adopt annotation it takes the object over,
+    and then the first is refused in turn and its prune never deletes the object."""
+    repo.set_objects([config_map("shared", namespace, owner="a"), config_map("a-only", namespace)])
+    assert (await sync(engine, repo)).ok
+    other = EnvRepo(tmp_path / "other", f"{namespace}-b", repo.options)
+    other.set_objects([config_map("shared", namespace, owner="b"), config_map("b-only", namespace)])
+
+    start = audit.mark()
+    refused = await sync(engine, other)
+    assert (refused.ok, refused.reason) == (False, "OwnershipConflict")
+    assert f"ConfigMap/{namespace}/shared is managed by environment {repo.name!r}" in refused.message
+    assert "reconciler.dev/adopt" in refused.message
+    writes = await audit.writes(kube, start)
+    assert not writes, writes  # not even b-only, nor b's inventory
+    live = await kube.get("v1", "ConfigMap", namespace, "shared")
+    assert live is not None
+    assert live["data"] == {"owner": "a"}
+
+    adopting = config_map("shared", namespace, owner="b")
+    adopting["metadata"]["annotations"] = {"reconciler.dev/adopt": "true"}
+    other.set_objects([adopting, config_map("b-only", namespace)])
+    adopted = await sync(engine, other)
+    assert adopted.ok, adopted.message
+    assert actions(adopted)[f"ConfigMap/{namespace}/shared"] == "configured", actions(adopted)
+    live = await kube.get("v1", "ConfigMap", namespace, "shared")
+    assert live is not None
+    assert live["data"] == {"owner": "b"}, (live, other.path, list(other.path.iterdir()), adopted)
+    assert live["metadata"]["annotations"]["reconciler.dev/environment"] == other.name
+
+    still = await sync(engine, repo)  # a still declares it: refused, nothing fought over
+    assert (still.ok, still.reason) == (False, "OwnershipConflict")
+    assert f"managed by environment {other.name!r}" in still.message
+    repo.set_objects([config_map("a-only", namespace)])  # a lets it go: its prune leaves b's object alone
+    assert (await sync(engine, repo)).ok
+    live = await kube.get("v1", "ConfigMap", namespace, "shared")
+    assert live is not None
+    assert live["data"] == {"owner": "b"}
