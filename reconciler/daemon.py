@@ -88,6 +88,8 @@ class EnvironmentState:
     # whose contents it depends on (None: not known)
     latest_key: str = ""
     input_dirs: frozenset[str] | None = None
+    # why a sync is held back by ``depends_on`` ("" when it is not)
+    waiting_for: str = ""
 
     def __post_init__(self) -> None:
         if not self.conditions:
@@ -115,9 +117,11 @@ class EnvironmentState:
                 "sync": "Unknown",
                 "health": "Unknown",
                 "condition": "Reconciling",
-                "reason": "Pending",
+                "reason": "DependencyNotReady" if self.waiting_for else "Pending",
+                **({"message": self.waiting_for} if self.waiting_for else {}),
             }
         summary = result.summary()
+        held = {"condition": "Reconciling", "reason": "DependencyNotReady", "message": self.waiting_for}
         return {
             **base,
             "sync": summary["sync"],
@@ -125,6 +129,7 @@ class EnvironmentState:
             "condition": summary["condition"],
             "reason": summary["reason"],
             "message": summary["message"],
+            **(held if self.waiting_for else {}),
             "changes": summary["changes"],
             "lastChangeSet": changeset_summary(result.changeset),
             "unhealthy": summary["unhealthy"],
@@ -524,6 +529,19 @@ class Daemon:
         if state is None or self.snapshot is None or not self.leading.is_set():
             return
         env = state.config
+        unmet = self._unmet_dependencies(state)
+        if unmet:
+            # synced again when a dependency finishes (see below), not retried on a timer
+            message = "waiting for " + "; ".join(unmet)
+            if state.waiting_for != message:
+                state.waiting_for = message
+                state.conditions = next_conditions(
+                    state.conditions, "Reconciling", "DependencyNotReady", message, now_rfc3339()
+                )
+                log.info("sync held back", environment=name, reason=message)
+                await self._report(name, [])
+            return
+        state.waiting_for = ""
         snapshot, revision = self.snapshot, self.revision
         engine = self.engines[env.cluster]
         options = SyncOptions(
@@ -560,12 +578,29 @@ class Daemon:
             await self._after_sync(state, result, elapsed)
         if self.promotions is not None:
             self.promotions.wake()
+        for other in self.environments.values():
+            if other.waiting_for and name in other.config.depends_on:
+                self.queue.add(f"env:{other.config.name}")
         if result.reason in RETRIED_FAILURES:
             # retried with backoff by the queue (1 s doubling to 60 s): what the API server refused may
             # depend on another environment (a namespace, a CRD) that is still syncing
             raise RuntimeError(f"{name}: {result.reason}: {result.message}")
         if result.condition == "Reconciling":
             self.queue.add_after(f"env:{name}", 5.0)
+
+    def _unmet_dependencies(self, state: EnvironmentState) -> list[str]:
+        """The ``depends_on`` environments not yet Ready at their latest inputs, each with why."""
+        unmet: list[str] = []
+        for dependency in state.config.depends_on:
+            other = self.environments[dependency]
+            result = other.result
+            if result is None:
+                unmet.append(f"{dependency} (not synced yet)")
+            elif not result.ok:
+                unmet.append(f"{dependency} ({result.condition}: {result.reason})")
+            elif other.latest_key and other.input_key != other.latest_key:
+                unmet.append(f"{dependency} (syncing its new inputs)")
+        return unmet
 
     # -- reporting: metrics, Environment objects, Events -------------------------------------------
     async def _after_sync(self, state: EnvironmentState, result: SyncResult, elapsed: float) -> None:

@@ -84,6 +84,8 @@ class EnvironmentConfig:
     allow_remote_bases: bool = False
     allow_helm: bool = False
     allow_plugins: bool = False
+    # environments that must be Ready at their current inputs before this one syncs (CRDs, namespaces)
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,30 @@ def _secret(raw: Mapping[str, Any], provider: str, base: Path, environ: Mapping[
     if len(secret) < 16:
         raise ConfigError(f"{where}.secret_file: the secret is shorter than 16 characters; use a random one")
     return secret
+
+
+def _check_dependencies(environments: list[EnvironmentConfig]) -> None:
+    """``depends_on`` names other configured environments of the same cluster, without cycles."""
+    by_name = {e.name: e for e in environments}
+    for index, env in enumerate(environments):
+        where = f"environments[{index}].depends_on"
+        for dependency in env.depends_on:
+            other = by_name.get(dependency)
+            if other is None or dependency == env.name:
+                raise ConfigError(f"{where}: {dependency!r} is not another configured environment")
+            if other.cluster != env.cluster:
+                raise ConfigError(f"{where}: {dependency!r} syncs to another cluster ({other.cluster!r})")
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = " → ".join([*path[path.index(name) :], name])
+            raise ConfigError(f"environments[{names.index(path[0])}].depends_on: a cycle: {cycle}")
+        for dependency in by_name[name].depends_on:
+            visit(dependency, [*path, name])
+
+    names = [e.name for e in environments]
+    for name in names:
+        visit(name, [])
 
 
 def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -268,6 +294,7 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
                 "allow_remote_bases",
                 "allow_helm",
                 "allow_plugins",
+                "depends_on",
             },
             where,
         )
@@ -295,6 +322,12 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
                 allow_remote_bases=boolean(item, "allow_remote_bases", where, False),
                 allow_helm=boolean(item, "allow_helm", where, False),
                 allow_plugins=boolean(item, "allow_plugins", where, False),
+                depends_on=tuple(
+                    str(d)
+                    for d in expect(
+                        item.get("depends_on") or [], list, f"{where}.depends_on", "a list of names"
+                    )
+                ),
             )
         )
     if not environments:
@@ -302,6 +335,7 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
     env_names = [e.name for e in environments]
     if len(set(env_names)) != len(env_names):
         raise ConfigError("environments: names must be unique")
+    _check_dependencies(environments)
 
     hooks_raw = mapping(raw.get("webhooks"), "webhooks")
     unknown(

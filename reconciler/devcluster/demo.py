@@ -58,9 +58,13 @@ def git(*args: str, cwd: Path) -> str:
     ).stdout.strip()
 
 
+ADDONS = "cluster-addons-crds"  # the add-on CRDs (Istio, ServiceMonitor) other systems' objects need
+
+
 def discover(environments: Path) -> list[dict[str, Any]]:
-    """Every ``<system>/<overlay>`` directory with a kustomization, as daemon environments."""
-    found = []
+    """Every ``<system>/<overlay>`` directory with a kustomization, as daemon environments; when the
+    add-on CRDs are among them, every other environment depends on them."""
+    found: list[dict[str, Any]] = []
     for system in sorted(p for p in environments.iterdir() if p.is_dir()):
         for overlay in sorted(p for p in system.iterdir() if p.is_dir() and p.name != "base"):
             if (overlay / "kustomization.yaml").is_file():
@@ -71,6 +75,10 @@ def discover(environments: Path) -> list[dict[str, Any]]:
                         "health_timeout": 120,
                     }
                 )
+    if any(env["name"] == ADDONS for env in found):
+        for env in found:
+            if env["name"] != ADDONS:
+                env["depends_on"] = [ADDONS]
     return found
 
 

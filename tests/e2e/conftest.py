@@ -259,7 +259,9 @@ def kube_sync(admin: Admin) -> Any:
     """A synchronous GET of one object as the admin ({} when it does not exist)."""
 
     def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        plural = {"ConfigMap": "configmaps", "Deployment": "deployments", "Secret": "secrets"}[kind]
+        plural = {"ConfigMap": "configmaps", "Deployment": "deployments", "Secret": "secrets"}.get(
+            kind, kind.lower() + "s"
+        )
         prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         status, body = admin.call("GET", f"{prefix}/namespaces/{namespace}/{plural}/{name}")
         if status == 404:

@@ -126,3 +126,48 @@ def test_install_crds_defaults_to_true_and_must_be_a_boolean(base: Path) -> None
     assert parse(config(install_crds=False), base, environ={}).install_crds is False
     with pytest.raises(ConfigError, match=r"config\.install_crds: expected true or false"):
         parse(config(install_crds="no"), base, environ={})
+
+
+def test_depends_on_names_other_environments_of_the_same_cluster_without_cycles(base: Path) -> None:
+    """Each problem names the field; a valid graph is kept in order."""
+    (base / "kubeconfig-b").write_text("apiVersion: v1\nkind: Config\n")
+    clusters = [
+        {"name": "local", "kubeconfig": "kubeconfig"},
+        {"name": "other", "kubeconfig": "kubeconfig-b"},
+    ]
+
+    def envs(*items: dict[str, Any]) -> dict[str, Any]:
+        return config(clusters=clusters, environments=list(items))
+
+    crds = {"name": "crds", "path": "crds"}
+    settings = parse(envs(crds, {"name": "apps", "path": "apps", "depends_on": ["crds"]}), base, environ={})
+    assert [e.depends_on for e in settings.environments] == [(), ("crds",)]
+    cases = [
+        (
+            envs(crds, {"name": "apps", "path": "apps", "depends_on": ["nope"]}),
+            r"environments\[1\]\.depends_on: 'nope' is not",
+        ),
+        (
+            envs({"name": "apps", "path": "apps", "depends_on": ["apps"]}),
+            r"environments\[0\]\.depends_on: 'apps' is not another",
+        ),
+        (
+            envs(crds, {"name": "apps", "path": "apps", "cluster": "other", "depends_on": ["crds"]}),
+            r"environments\[1\]\.depends_on: 'crds' syncs to another cluster",
+        ),
+        (
+            envs(
+                {"name": "a", "path": "a", "depends_on": ["b"]},
+                {"name": "b", "path": "b", "depends_on": ["c"]},
+                {"name": "c", "path": "c", "depends_on": ["a"]},
+            ),
+            r"environments\[0\]\.depends_on: a cycle: a → b → c → a",
+        ),
+        (
+            envs({"name": "a", "path": "a", "depends_on": "crds"}),
+            r"environments\[0\]\.depends_on: expected a list",
+        ),
+    ]
+    for raw, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            parse(raw, base, environ={})
