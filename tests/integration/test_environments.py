@@ -44,6 +44,7 @@ pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 ADDONS = "cluster-addons/crds"
+ADDONS_ENV = "cluster-addons"
 NEEDS_ADDONS = ("media", "aiplus")
 # media/staging last: the first test of this module (CRDs and custom resources in one sync) uses its
 # namespace, which then has time to go away while the others run
@@ -78,7 +79,11 @@ ADDON_CRDS = (
 
 
 def env_name(label: str) -> str:
-    """A unique environment name (inventory and ownership marks) per test."""
+    """A unique environment name (inventory and ownership marks) per test; the add-on CRDs are shared
+    by the whole session cluster, so whatever syncs them is always the one environment that owns them
+    (the same name as in tests/e2e/test_aiplus_promotion.py)."""
+    if label == ADDONS:
+        return ADDONS_ENV
     slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
     return f"t-{slug}-{secrets.token_hex(3)}"
 
@@ -223,7 +228,7 @@ async def sync(engine: Engine, root: Path, path: str, options: RenderOptions, en
 
 async def sync_addons(engine: Engine, options: RenderOptions) -> None:
     """The CRDs that media and aiplus need (idempotent: usually Established already)."""
-    result = await sync(engine, ROOT / "environments", ADDONS, options, env_name("addons"))
+    result = await sync(engine, ROOT / "environments", ADDONS, options, env_name(ADDONS))
     assert result.ok, result.message
 
 
@@ -391,7 +396,7 @@ async def test_every_overlay_passes_a_server_side_dry_run(
                 "--kubeconfig",
                 str(kubeconfig),
                 "--environment",
-                env_name(f"diff-{overlay}"),
+                env_name(overlay if overlay == ADDONS else f"diff-{overlay}"),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
                 env={**os.environ, "RECONCILER_KUSTOMIZE": str(render_options.kustomize)},
@@ -414,14 +419,7 @@ async def test_crds_and_custom_resources_arrive_in_one_sync(
     """cluster-addons and media/staging as one render, on a cluster without the CRDs: one sync applies
     the CRDs, waits until they are Established, then the VirtualService, DestinationRules,
     PeerAuthentication and ServiceMonitors; everything Healthy."""
-    for name in ADDON_CRDS:
-        await kube.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", name)
-    for name in ADDON_CRDS:
-
-        async def gone(name: str = name) -> bool:
-            return await kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", name) is None
-
-        await eventually(gone, timeout=GONE_TIMEOUT, what=f"CRD {name} to be deleted")
+    await delete_addon_crds(kube)
     together = repo_copy / "together"
     together.mkdir()
     (together / "kustomization.yaml").write_text(
@@ -433,6 +431,27 @@ async def test_crds_and_custom_resources_arrive_in_one_sync(
         assert {"CustomResourceDefinition", "VirtualService", "PeerAuthentication", "ServiceMonitor"} <= kinds
         await prepare(kube, cleanup, manifests, env_name("pv"))
         result = await sync(engine, repo_copy, "together", render_options, env_name("crds-together"))
+    try:
+        await _check_crds_and_custom_resources(kube, result)
+    finally:
+        # this environment owns the CRDs now: remove them, so the add-on environment creates (and owns)
+        # them again in the tests that need them
+        await delete_addon_crds(kube)
+
+
+async def delete_addon_crds(kube: KubeClient) -> None:
+    """Delete the add-on CRDs and wait until they are gone."""
+    for name in ADDON_CRDS:
+        await kube.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", name)
+    for name in ADDON_CRDS:
+
+        async def gone(name: str = name) -> bool:
+            return await kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", name) is None
+
+        await eventually(gone, timeout=GONE_TIMEOUT, what=f"CRD {name} to be deleted")
+
+
+async def _check_crds_and_custom_resources(kube: KubeClient, result: SyncResult) -> None:
     assert result.ok, result.message
     assert result.health == HealthStatus.HEALTHY
     created = {str(e.key) for e in result.changeset.by_action(Action.CREATED)}
