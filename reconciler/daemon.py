@@ -111,17 +111,22 @@ class EnvironmentState:
             "lastSyncTime": self.last_sync or None,
             "lastSuccessTime": self.last_success or None,
         }
+        # held back by depends_on: that is what the environment is doing now, whatever it did last
+        held = (
+            {"condition": "Reconciling", "reason": "DependencyNotReady", "message": self.waiting_for}
+            if self.waiting_for
+            else {}
+        )
         if result is None:
             return {
                 **base,
                 "sync": "Unknown",
                 "health": "Unknown",
                 "condition": "Reconciling",
-                "reason": "DependencyNotReady" if self.waiting_for else "Pending",
-                **({"message": self.waiting_for} if self.waiting_for else {}),
+                "reason": "Pending",
+                **held,
             }
         summary = result.summary()
-        held = {"condition": "Reconciling", "reason": "DependencyNotReady", "message": self.waiting_for}
         return {
             **base,
             "sync": summary["sync"],
@@ -129,7 +134,7 @@ class EnvironmentState:
             "condition": summary["condition"],
             "reason": summary["reason"],
             "message": summary["message"],
-            **(held if self.waiting_for else {}),
+            **held,
             "changes": summary["changes"],
             "lastChangeSet": changeset_summary(result.changeset),
             "unhealthy": summary["unhealthy"],
@@ -331,13 +336,9 @@ class Daemon:
         if task.cancelled() or task.exception() is None:
             return
         error = task.exception()
-        log.error(
-            "internal loop died",
-            task=task.get_name(),
-            error=f"{type(error).__name__}: {error}",
-            exc_info=error,
-        )
-        self.dead_tasks.append(f"{task.get_name()}: {type(error).__name__}: {error}")
+        reason = f"{type(error).__name__}: {error}"
+        log.error("internal loop died", task=task.get_name(), error=reason, exc_info=error)
+        self.dead_tasks.append(f"{task.get_name()}: {reason}")
 
     def liveness(self) -> list[str]:
         """The internal loops that died (``/healthz`` fails while this is not empty)."""

@@ -74,6 +74,11 @@ class ObjectKey:
         return cls(group, kind, namespace, name)
 
 
+def environment_mark(body: Body) -> str:
+    """The environment an object's ``reconciler.dev/environment`` annotation names ("" when none)."""
+    return str(((body.get("metadata") or {}).get("annotations") or {}).get(ENVIRONMENT_ANNOTATION) or "")
+
+
 def content_hash(body: Body) -> str:
     """A stable hash of a manifest's content (key order does not matter)."""
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]

@@ -188,14 +188,20 @@ def _check_dependencies(environments: list[EnvironmentConfig]) -> None:
             if other.cluster != env.cluster:
                 raise ConfigError(f"{where}: {dependency!r} syncs to another cluster ({other.cluster!r})")
 
+    # depth-first, each environment explored once (a dense graph stays linear in its edges)
+    names = [e.name for e in environments]
+    done: set[str] = set()
+
     def visit(name: str, path: list[str]) -> None:
         if name in path:
             cycle = " → ".join([*path[path.index(name) :], name])
             raise ConfigError(f"environments[{names.index(path[0])}].depends_on: a cycle: {cycle}")
+        if name in done:
+            return
         for dependency in by_name[name].depends_on:
             visit(dependency, [*path, name])
+        done.add(name)
 
-    names = [e.name for e in environments]
     for name in names:
         visit(name, [])
 

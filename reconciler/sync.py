@@ -57,6 +57,7 @@ from reconciler.objects import (
     Manifest,
     ObjectKey,
     content_hash,
+    environment_mark,
 )
 from reconciler.plan.compare import drift
 from reconciler.plan.diff import for_display, unified_diff
@@ -158,33 +159,7 @@ class SyncFailedError(Exception):
 
 def _marked_for_other(body: Body, environment: str) -> bool:
     """True when ``body`` carries another environment's mark."""
-    owner = ((body.get("metadata") or {}).get("annotations") or {}).get(ENVIRONMENT_ANNOTATION)
-    return bool(owner) and owner != environment
-
-
-def _refuse_foreign(items: Iterable[_Item], environment: str) -> None:
-    """Refuse, before any write, to apply objects another environment manages.
-
-    Two environments declaring one object would take it from each other on every sync (each rewriting
-    the fields and the environment mark), and the one that loses it could never prune it. The object is
-    named with its owner; annotating it ``reconciler.dev/adopt: "true"`` in this environment takes it
-    over on purpose (after which the other environment is refused in turn until it drops it)."""
-    foreign: list[str] = []
-    for item in items:
-        if item.live is None or not _marked_for_other(item.live, environment):
-            continue
-        if item.manifest.annotation(ADOPT_ANNOTATION, "false").lower() != "true":
-            owner = item.live["metadata"]["annotations"][ENVIRONMENT_ANNOTATION]
-            foreign.append(f"{item.manifest.key} is managed by environment {owner!r}")
-    if foreign:
-        shown = "; ".join(sorted(foreign)[:10]) + (
-            f"; and {len(foreign) - 10} more" if len(foreign) > 10 else ""
-        )
-        raise SyncFailedError(
-            "OwnershipConflict",
-            f"{shown}. Nothing was written. Declare each object in one environment only, or annotate it "
-            f'{ADOPT_ANNOTATION}: "true" in this one to take it over.',
-        )
+    return environment_mark(body) not in ("", environment)
 
 
 def mark_owned(manifest: Manifest, environment: str) -> Manifest:
@@ -363,7 +338,7 @@ class Engine:
         }
         crd_kinds = _crd_kinds(desired)
         await self._load_live(items, crd_kinds)
-        _refuse_foreign(items.values(), env)
+        self._refuse_foreign(items.values(), env)
         for key, item in items.items():
             entry = previous.entries.get(key)
             unchanged = (
@@ -588,6 +563,30 @@ class Engine:
 
         await asyncio.gather(*(one(item) for item in items))
         return sorted(failures)
+
+    @classmethod
+    def _refuse_foreign(cls, items: Iterable[_Item], environment: str) -> None:
+        """Refuse, before any write, to apply objects another environment manages.
+
+        Two environments declaring one object would take it from each other on every sync (each
+        rewriting the fields and the environment mark), and the one that loses it could never prune
+        it. The object is named with its owner; annotating it ``reconciler.dev/adopt: "true"`` in this
+        environment takes it over on purpose (after which the other environment is refused in turn
+        until it drops it)."""
+        foreign = sorted(
+            (item.manifest.key, f"managed by environment {environment_mark(item.live)!r}")
+            for item in items
+            if item.live is not None
+            and _marked_for_other(item.live, environment)
+            and item.manifest.annotation(ADOPT_ANNOTATION, "false").lower() != "true"
+        )
+        if foreign:
+            raise SyncFailedError(
+                "OwnershipConflict",
+                cls._failure_message(foreign, "managed by another environment")
+                + f'. Declare each object in one environment only, or annotate it {ADOPT_ANNOTATION}: "true" '
+                "in this one to take it over.",
+            )
 
     @staticmethod
     def _failure_message(failures: Sequence[tuple[ObjectKey, str]], what: str) -> str:

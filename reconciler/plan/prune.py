@@ -20,12 +20,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.objects import (
-    ENVIRONMENT_ANNOTATION,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     PRUNE_ANNOTATION,
     Body,
     ObjectKey,
+    environment_mark,
 )
 from reconciler.plan.ordering import prune_order
 
@@ -54,13 +54,8 @@ class PrunePlan:
 
 def owned_by(live: Body, environment: str) -> bool:
     """True when the live object carries both of our ownership marks for ``environment``."""
-    metadata = live.get("metadata") or {}
-    labels = metadata.get("labels") or {}
-    annotations = metadata.get("annotations") or {}
-    return (
-        labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
-        and annotations.get(ENVIRONMENT_ANNOTATION) == environment
-    )
+    labels = (live.get("metadata") or {}).get("labels") or {}
+    return labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE and environment_mark(live) == environment
 
 
 def keep_reason(key: ObjectKey, live: Body, environment: str, options: PruneOptions) -> str:

@@ -500,7 +500,7 @@ async def test_an_object_another_environment_manages_is_refused_unless_adopted(
     start = audit.mark()
     refused = await sync(engine, other)
     assert (refused.ok, refused.reason) == (False, "OwnershipConflict")
-    assert f"ConfigMap/{namespace}/shared is managed by environment {repo.name!r}" in refused.message
+    assert f"ConfigMap/{namespace}/shared: managed by environment {repo.name!r}" in refused.message
     assert "reconciler.dev/adopt" in refused.message
     writes = await audit.writes(kube, start)
     assert not writes, writes  # not even b-only, nor b's inventory
