@@ -168,3 +168,23 @@ def config_map(name: str, namespace: str, **data: str) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": namespace},
         "data": data or {"key": name},
     }
+
+
+def custom_resource_definition(group: str, kind: str, spec_schema: dict[str, Any]) -> dict[str, Any]:
+    """A namespaced CRD serving and storing ``v1`` of ``kind`` (plural: lower-case kind + "s"), whose
+    ``spec`` follows ``spec_schema``."""
+    singular = kind.lower()
+    schema = {"type": "object", "properties": {"spec": spec_schema}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{singular}s.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": f"{singular}s", "singular": singular, "kind": kind},
+            "versions": [
+                {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}
+            ],
+        },
+    }

@@ -12,29 +12,9 @@ import pytest
 from reconciler.devcluster.build import Toolchain
 from tests.e2e.conftest import Repo, daemon_config
 from tests.helpers import wait_for
-from tests.support import config_map
+from tests.support import config_map, custom_resource_definition
 
 pytestmark = pytest.mark.cluster
-
-
-def crd(group: str) -> dict[str, Any]:
-    schema = {
-        "type": "object",
-        "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-    }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"gadgets.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
-            "versions": [
-                {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}
-            ],
-        },
-    }
 
 
 def test_an_environment_waits_for_the_environments_it_depends_on(
@@ -49,7 +29,8 @@ def test_an_environment_waits_for_the_environments_it_depends_on(
         "metadata": {"name": "g", "namespace": namespace},
     }
     repo.write("crds/kustomization.yaml", "resources: [crd.yaml]\n")
-    repo.write("crds/crd.yaml", [crd(group)])
+    spec = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    repo.write("crds/crd.yaml", [custom_resource_definition(group, "Gadget", spec)])
     repo.write("apps/kustomization.yaml", "resources: [objects.yaml]\n")
     repo.write("apps/objects.yaml", [gadget, config_map("settings", namespace)])
     repo.commit_and_push("initial")

@@ -18,6 +18,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from reconciler.devcluster import Cluster
 from reconciler.devcluster.build import Toolchain
 from tests.helpers import eventually
+from tests.support import custom_resource_definition
 
 pytestmark = pytest.mark.cluster
 
@@ -113,35 +114,11 @@ async def test_crd_becomes_established_and_accepts_custom_resources(
 ) -> None:
     """A CRD is Established; a valid custom resource is accepted and an invalid one is rejected."""
     group = f"{namespace}.smoke.reconciler.dev"
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"widgets.{group}"},
-        "spec": {
-            "group": group,
-            "scope": "Namespaced",
-            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "spec": {
-                                    "type": "object",
-                                    "properties": {"size": {"type": "integer", "minimum": 1}},
-                                    "required": ["size"],
-                                }
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    crd = custom_resource_definition(
+        group,
+        "Widget",
+        {"type": "object", "properties": {"size": {"type": "integer", "minimum": 1}}, "required": ["size"]},
+    )
     extensions = client.ApiextensionsV1Api(api_client)
     await extensions.create_custom_resource_definition(crd)
     try:

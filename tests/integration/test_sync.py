@@ -19,7 +19,14 @@ from reconciler.plan.prune import PruneOptions
 from reconciler.render import RenderOptions
 from reconciler.sync import Engine, SyncOptions, SyncResult
 from tests.helpers import eventually
-from tests.support import AuditLog, EnvRepo, config_map, deployment, running_engine
+from tests.support import (
+    AuditLog,
+    EnvRepo,
+    config_map,
+    custom_resource_definition,
+    deployment,
+    running_engine,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -50,31 +57,9 @@ def full_environment(ns: str) -> list[dict[str, Any]]:
     group = f"{ns}.example.dev"
     app_ns = f"{ns}-app"
     return [
-        {
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"widgets.{group}"},
-            "spec": {
-                "group": group,
-                "scope": "Namespaced",
-                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-                "versions": [
-                    {
-                        "name": "v1",
-                        "served": True,
-                        "storage": True,
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "properties": {
-                                    "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
-                                },
-                            }
-                        },
-                    }
-                ],
-            },
-        },
+        custom_resource_definition(
+            group, "Widget", {"type": "object", "properties": {"size": {"type": "integer"}}}
+        ),
         {
             "apiVersion": f"{group}/v1",
             "kind": "Widget",

@@ -4,29 +4,14 @@ kubelet restarts it instead of leaving a process that answers probes and silentl
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
 from reconciler.daemon import Daemon
-from reconciler.settings import parse
 
 
-async def test_a_dead_loop_fails_liveness_and_names_the_loop(tmp_path: Path) -> None:
-    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
-    (tmp_path / "secret").write_text("a-long-random-webhook-secret\n")
-    settings = parse(
-        {
-            "repository": {"url": "https://git.example.com/envs.git"},
-            "clusters": [{"name": "local", "kubeconfig": "kubeconfig"}],
-            "environments": [{"name": "staging", "path": "staging"}],
-            "webhooks": {"github": {"secret_file": "secret"}},
-            "cache_dir": str(tmp_path / "cache"),
-        },
-        tmp_path,
-        environ={},
-    )
-    daemon = Daemon(settings, kustomize=Path("/nonexistent/kustomize"))
+async def test_a_dead_loop_fails_liveness_and_names_the_loop(offline_daemon: Daemon) -> None:
+    daemon = offline_daemon
     async with TestClient(TestServer(daemon.app)) as http:
         alive = await http.get("/healthz")
         assert (alive.status, await alive.json()) == (200, {"status": "ok"})

@@ -4,32 +4,17 @@ path is a route (so a new route cannot ship undocumented)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from reconciler.daemon import Daemon
 from reconciler.server import openapi
-from reconciler.settings import parse
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> web.Application:
-    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
-    (tmp_path / "secret").write_text("a-long-random-webhook-secret\n")
-    settings = parse(
-        {
-            "repository": {"url": "https://git.example.com/envs.git"},
-            "clusters": [{"name": "local", "kubeconfig": "kubeconfig"}],
-            "environments": [{"name": "staging", "path": "environments/staging"}],
-            "webhooks": {"github": {"secret_file": "secret"}},
-            "cache_dir": str(tmp_path / "cache"),
-        },
-        tmp_path,
-        environ={},
-    )
-    return Daemon(settings, kustomize=Path("/bin/false")).app
+def app(offline_daemon: Daemon) -> web.Application:
+    return offline_daemon.app
 
 
 def routes(app: web.Application) -> set[tuple[str, str]]:
