@@ -66,3 +66,36 @@ def unknown(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
         raise ConfigError(
             f"{where}: unknown field(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})"
         )
+
+
+# words that mark a template value someone forgot to replace (deploy/'s examples used such values)
+_PLACEHOLDER_WORDS = (
+    "replace",
+    "changeme",
+    "change-me",
+    "change_me",
+    "placeholder",
+    "example",
+    "your-secret",
+    "yoursecret",
+    "secret-here",
+    "todo",
+    "xxxx",
+    "dummy",
+    "insecure",
+)
+
+
+def secret(value: str, where: str, minimum: int = 16) -> str:
+    """``value`` when it can be a real secret: long enough, not a template placeholder, not a run of a
+    few characters. The message never repeats the value."""
+    how = "generate a random one, for example: openssl rand -hex 32"
+    if len(value) < minimum:
+        raise ConfigError(f"{where}: the secret is shorter than {minimum} characters; {how}")
+    lowered = value.lower()
+    word = next((w for w in _PLACEHOLDER_WORDS if w in lowered), "")
+    if word:
+        raise ConfigError(f"{where}: the secret looks like a placeholder (it contains {word!r}); {how}")
+    if len(set(value)) < 6:
+        raise ConfigError(f"{where}: the secret uses fewer than 6 distinct characters; {how}")
+    return value

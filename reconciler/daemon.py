@@ -50,6 +50,7 @@ from reconciler.server.webhooks import Push
 from reconciler.settings import EnvironmentConfig, Settings
 from reconciler.source import GitError, GitSource
 from reconciler.sync import Engine, SyncOptions, SyncResult
+from reconciler.tenancy import AccessPolicy
 from reconciler.workqueue import Backoff, WorkQueue
 
 log = structlog.get_logger(__name__)
@@ -291,9 +292,22 @@ class Daemon:
             self.clients[cluster.name] = client
             cache = LiveCache(client)
             self.caches[cluster.name] = cache
-            self.engines[cluster.name] = Engine(client, cache=cache, renderer=self.renderer)
-            self.engines[cluster.name].inventory.namespace = self.settings.inventory_namespace
-            self.engines[cluster.name].on_drift = self._on_drift
+            engine = Engine(client, cache=cache, renderer=self.renderer)
+            engine.inventory.namespace = self.settings.inventory_namespace
+            engine.on_drift = self._on_drift
+            self.engines[cluster.name] = engine
+            # an environment with a service_account syncs through an engine whose every request is made
+            # as that identity; inventories, watches and the Environment objects stay the daemon's own
+            for env in self.settings.environments:
+                if env.cluster == cluster.name and env.service_account:
+                    tenant = Engine(
+                        client.impersonating(env.impersonated_user),
+                        inventory=engine.inventory,
+                        cache=cache,
+                        renderer=self.renderer,
+                    )
+                    tenant.on_drift = self._on_drift
+                    self.engines.setdefault(_engine_key(env), tenant)
             self.environment_objects[cluster.name] = EnvironmentObjects(
                 client, self.settings.inventory_namespace
             )
@@ -544,7 +558,7 @@ class Daemon:
             return
         state.waiting_for = ""
         snapshot, revision = self.snapshot, self.revision
-        engine = self.engines[env.cluster]
+        engine = self.engines[_engine_key(env)]
         options = SyncOptions(
             environment=name,
             revision=revision,
@@ -555,6 +569,7 @@ class Daemon:
             ),
             health_timeout=env.health_timeout,
             wait_for_all=False,
+            policy=self._access_policy(env),
         )
         # every log line of this reconcile carries the environment, the revision and a reconcile id
         context = {"environment": name, "revision": revision, "reconcile_id": f"{name}-{os.urandom(4).hex()}"}
@@ -588,6 +603,17 @@ class Daemon:
             raise RuntimeError(f"{name}: {result.reason}: {result.message}")
         if result.condition == "Reconciling":
             self.queue.add_after(f"env:{name}", 5.0)
+
+    def _access_policy(self, env: EnvironmentConfig) -> AccessPolicy:
+        """What ``env`` may change: its configured namespaces and cluster-scoped kinds; never the
+        daemon's own namespaces (inventories, Lease, configuration, Secrets)."""
+        return AccessPolicy(
+            namespaces=env.namespaces,
+            cluster_scoped=env.cluster_scoped,
+            reserved_namespaces=frozenset(
+                {self.settings.inventory_namespace, self.settings.leader_election.namespace}
+            ),
+        )
 
     def _unmet_dependencies(self, state: EnvironmentState) -> list[str]:
         """The ``depends_on`` environments not yet Ready at their latest inputs, each with why."""
@@ -655,6 +681,11 @@ class Daemon:
                     cluster=name,
                     error=str(exc),
                 )
+
+
+def _engine_key(env: EnvironmentConfig) -> str:
+    """The engine that syncs ``env``: its cluster's, or its cluster's as its service account."""
+    return f"{env.cluster}|{env.service_account}" if env.service_account else env.cluster
 
 
 def dump_tasks() -> None:

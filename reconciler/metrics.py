@@ -145,6 +145,13 @@ class Metrics:
             ["environment"],
             registry=r,
         )
+        self.policy_violations = Counter(
+            "reconciler_policy_violations_total",
+            "Objects of refused revisions that were outside the environment's access policy, by the rule "
+            "they broke (reserved, namespace, cluster-scoped).",
+            ["environment", "rule"],
+            registry=r,
+        )
 
         # -- drift
         self.drift_corrections = Counter(
@@ -228,6 +235,8 @@ class Metrics:
         self.prune_blocked.labels(environment=env).set(1 if result.prune_blocked else 0)
         if result.prune_blocked:
             self.prune_blocks.labels(environment=env).inc()
+        for violation in result.violations:
+            self.policy_violations.labels(environment=env, rule=violation.rule).inc()
         if result.inventory_size is not None:
             self.inventory_objects.labels(environment=env).set(result.inventory_size)
         if result.ok:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.config_fields import ConfigError, boolean, expect, mapping, number, unknown
+from reconciler.config_fields import ConfigError, boolean, expect, mapping, number, secret, unknown
 from reconciler.promotion.policy import PromotionSettings
 from reconciler.promotion.policy import parse as parse_promotions
 
@@ -86,6 +86,19 @@ class EnvironmentConfig:
     allow_plugins: bool = False
     # environments that must be Ready at their current inputs before this one syncs (CRDs, namespaces)
     depends_on: tuple[str, ...] = ()
+    # what its commits may change (reconciler.tenancy): allowed namespaces (globs; None: the namespaces
+    # its own render creates), allowed cluster-scoped kinds, and the service account to act as
+    namespaces: tuple[str, ...] | None = None
+    cluster_scoped: tuple[str, ...] = ()
+    service_account: str = ""  # "namespace/name"; every request of its syncs is made as that identity
+
+    @property
+    def impersonated_user(self) -> str:
+        """The Kubernetes user name of ``service_account`` ("" when none)."""
+        if not self.service_account:
+            return ""
+        namespace, name = self.service_account.split("/", 1)
+        return f"system:serviceaccount:{namespace}:{name}"
 
 
 @dataclass(frozen=True)
@@ -160,20 +173,53 @@ def _path(raw: Mapping[str, Any], key: str, where: str, base: Path) -> Path | No
     return path
 
 
-def _secret(raw: Mapping[str, Any], provider: str, base: Path, environ: Mapping[str, str]) -> str:
-    from_env = environ.get(f"RECONCILER_WEBHOOK_{provider.upper()}_SECRET")
+def _webhook_secret(raw: Mapping[str, Any], provider: str, base: Path, environ: Mapping[str, str]) -> str:
+    variable = f"RECONCILER_WEBHOOK_{provider.upper()}_SECRET"
+    from_env = environ.get(variable)
     if from_env:
-        return from_env
+        return secret(from_env, variable)
     where = f"webhooks.{provider}"
     section = mapping(raw.get(provider), where)
     unknown(section, {"secret_file"}, where)
     path = _path(section, "secret_file", where, base)
     if path is None:
         return ""
-    secret = path.read_text(encoding="utf-8").strip()
-    if len(secret) < 16:
-        raise ConfigError(f"{where}.secret_file: the secret is shorter than 16 characters; use a random one")
-    return secret
+    return secret(path.read_text(encoding="utf-8").strip(), f"{where}.secret_file")
+
+
+_GLOB = re.compile(r"^[a-z0-9*?\[\]-]{1,63}$")
+_KIND = re.compile(r"^(\*|([a-z0-9.-]+/)?[A-Z][A-Za-z0-9]*)$")
+_SERVICE_ACCOUNT = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?/[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+
+
+def _tenancy(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An environment's access policy fields: namespaces, cluster_scoped, service_account."""
+    fields: dict[str, Any] = {}
+    if item.get("namespaces") is not None:
+        globs = expect(item["namespaces"], list, f"{where}.namespaces", "a list of namespace globs")
+        for index, glob in enumerate(globs):
+            if not isinstance(glob, str) or not _GLOB.fullmatch(glob):
+                raise ConfigError(
+                    f"{where}.namespaces[{index}]: expected a namespace name or glob (team-a, team-a-*), "
+                    f"got {glob!r}"
+                )
+        fields["namespaces"] = tuple(globs)
+    kinds = expect(item.get("cluster_scoped") or [], list, f"{where}.cluster_scoped", "a list of kinds")
+    for index, kind in enumerate(kinds):
+        if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+            raise ConfigError(
+                f"{where}.cluster_scoped[{index}]: expected a kind (ClusterRole), group/Kind "
+                f"(rbac.authorization.k8s.io/ClusterRole) or *, got {kind!r}"
+            )
+    fields["cluster_scoped"] = tuple(kinds)
+    account = item.get("service_account")
+    if account is not None:
+        if not isinstance(account, str) or not _SERVICE_ACCOUNT.fullmatch(account):
+            raise ConfigError(
+                f"{where}.service_account: expected NAMESPACE/NAME of a ServiceAccount, got {account!r}"
+            )
+        fields["service_account"] = account
+    return fields
 
 
 def _check_dependencies(environments: list[EnvironmentConfig]) -> None:
@@ -301,6 +347,9 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
                 "allow_helm",
                 "allow_plugins",
                 "depends_on",
+                "namespaces",
+                "cluster_scoped",
+                "service_account",
             },
             where,
         )
@@ -334,6 +383,7 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
                         item.get("depends_on") or [], list, f"{where}.depends_on", "a list of names"
                     )
                 ),
+                **_tenancy(item, where),
             )
         )
     if not environments:
@@ -349,7 +399,7 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
         {*PROVIDERS, "insecure_no_secret", "max_body_bytes", "body_timeout", "rate_limit", "rate_window"},
         "webhooks",
     )
-    secrets = {provider: _secret(hooks_raw, provider, base, env) for provider in PROVIDERS}
+    secrets = {provider: _webhook_secret(hooks_raw, provider, base, env) for provider in PROVIDERS}
     webhooks = WebhookConfig(
         secrets={k: v for k, v in secrets.items() if v},
         insecure_no_secret=boolean(hooks_raw, "insecure_no_secret", "webhooks", False),

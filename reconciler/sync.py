@@ -18,6 +18,12 @@ Semantics a user can rely on:
   result equals the live object is not written. A no-op re-sync with warm watch caches makes no write.
 * **Ordered apply.** Stages from ``plan.ordering``; each stage that wrote something is waited on until
   healthy (bounded by the health timeout, which reports every object that is not healthy and why).
+* **Access policy before anything.** Every rendered object is checked against the environment's
+  ``AccessPolicy`` (``reconciler.tenancy``: the daemon's own namespace and kinds, allowed namespaces,
+  allowed cluster-scoped kinds) before the first dry-run: one violation refuses the whole revision,
+  naming every offending object, with zero writes and no prune.
+* **Secret values never in a message.** Every message of the result (and of drift corrections) is
+  scrubbed of the Secret values the render holds, in every form an error may quote them.
 * **Safe prune.** Only after every stage succeeded, only what ``plan.prune`` allows, and never when the
   render is empty or failed, or the circuit breaker trips.
 * **Crash safety.** The inventory is written before the first object write and after the prune, so a
@@ -30,7 +36,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +66,14 @@ from reconciler.objects import (
     environment_mark,
 )
 from reconciler.plan.compare import drift
-from reconciler.plan.diff import for_display, unified_diff
+from reconciler.plan.diff import for_display, scrub, secret_values, unified_diff
 from reconciler.plan.hpa import hpa_targets, owns_replicas, release_autoscaled_replicas
 from reconciler.plan.ordering import Stage, WaveError, plan_stages
 from reconciler.plan.prune import PruneOptions, plan_prune
 from reconciler.render import Renderer, RenderError, RenderOptions
+from reconciler.tenancy import AccessPolicy, Target, Violation, own_namespaces
+from reconciler.tenancy import check as check_policy
+from reconciler.tenancy import message as policy_message
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +108,9 @@ class SyncOptions:
     wait_for_all: bool = True
     health_timeout: float = 300.0
     concurrency: int = 16
+    # what the environment may change; the one-shot CLI (an operator's own credentials) is unrestricted
+    # but for the daemon's own namespace and kinds, which nothing may write
+    policy: AccessPolicy = field(default_factory=lambda: AccessPolicy(unrestricted=True))
 
 
 @dataclass
@@ -120,6 +132,7 @@ class SyncResult:
     durations: dict[str, float] = field(default_factory=dict)
     inventory_size: int | None = None  # objects in the inventory written by this sync (None: not written)
     input_hash: str = ""  # the render cache key of the inputs synced ("" when the render failed)
+    violations: list[Violation] = field(default_factory=list)  # objects outside the access policy
 
     @property
     def ok(self) -> bool:
@@ -155,6 +168,14 @@ class SyncFailedError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class PolicyViolationError(SyncFailedError):
+    """Objects outside the environment's access policy: the revision is refused before any write."""
+
+    def __init__(self, violations: list[Violation], policy: AccessPolicy) -> None:
+        super().__init__("PolicyViolation", policy_message(violations, policy))
+        self.violations = violations
 
 
 def _marked_for_other(body: Body, environment: str) -> bool:
@@ -240,6 +261,7 @@ class Engine:
         self._owner: dict[ObjectKey, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._pending_corrections: set[ObjectKey] = set()
+        self._secret_values: dict[str, frozenset[str]] = {}  # per environment, for scrubbing messages
         self._correction_tasks: set[asyncio.Task[None]] = set()
         self.drift_events: list[ChangeSetEntry] = []
         self.on_drift: Callable[[str, ChangeSetEntry], None] | None = None
@@ -295,16 +317,27 @@ class Engine:
         result = result or SyncResult(options.environment, options.revision)
         result.rendered = rendered
         structlog.contextvars.bind_contextvars(environment=options.environment, revision=options.revision)
+        hidden = secret_values(m.body for m in manifests)
+        self._secret_values[options.environment] = hidden
         async with self.lock(options.environment):
             try:
                 await self._sync(manifests, options, progress, result)
             except SyncFailedError as failure:
-                result.condition, result.reason, result.message = "Stalled", failure.reason, failure.message
-                progress(f"{failure.reason}: {failure.message}")
+                if isinstance(failure, PolicyViolationError):
+                    result.violations = failure.violations
+                message = scrub(failure.message, hidden)
+                result.condition, result.reason, result.message = "Stalled", failure.reason, message
+                progress(f"{failure.reason}: {message}")
             except KubeError as exc:
                 reason = "ClusterUnreachable" if exc.retryable else "ApiError"
-                result.condition, result.reason, result.message = "Stalled", reason, str(exc)
-                progress(f"{reason}: {exc}")
+                message = scrub(str(exc), hidden)
+                result.condition, result.reason, result.message = "Stalled", reason, message
+                progress(f"{reason}: {message}")
+        if hidden:
+            result.changeset.entries = [
+                replace(e, message=scrub(e.message, hidden)) if e.message else e
+                for e in result.changeset.entries
+            ]
         log.info(
             "sync finished",
             condition=result.condition,
@@ -338,6 +371,8 @@ class Engine:
         }
         crd_kinds = _crd_kinds(desired)
         await self._load_live(items, crd_kinds)
+        new_namespaces = await self._new_namespaces(items)
+        await self._check_policy(items, options, new_namespaces)
         self._refuse_foreign(items.values(), env)
         for key, item in items.items():
             entry = previous.entries.get(key)
@@ -354,7 +389,6 @@ class Engine:
 
         # validate: server-side dry-run of everything that may change, before any write
         clock = time.monotonic()
-        new_namespaces = await self._new_namespaces(items)
         for item in items.values():
             if item.needs_write and item.manifest.key.namespace in new_namespaces:
                 item.deferred = True
@@ -563,6 +597,41 @@ class Engine:
 
         await asyncio.gather(*(one(item) for item in items))
         return sorted(failures)
+
+    async def _check_policy(
+        self, items: dict[ObjectKey, _Item], options: SyncOptions, new_namespaces: set[str]
+    ) -> None:
+        """Refuse the revision, before any write, when an object is outside the access policy."""
+        policy = options.policy
+        if self.inventory.namespace not in policy.reserved_namespaces:
+            policy = replace(
+                policy, reserved_namespaces=policy.reserved_namespaces | {self.inventory.namespace}
+            )
+        crd_scopes: dict[tuple[str, str], bool] = {}
+        for key, item in items.items():
+            if key.kind == "CustomResourceDefinition":
+                spec = item.manifest.body.get("spec") or {}
+                kind = str((spec.get("names") or {}).get("kind", ""))
+                crd_scopes[(str(spec.get("group", "")), kind)] = spec.get("scope") != "Cluster"
+        targets: list[Target] = []
+        for key, item in items.items():
+            try:
+                info = await self.client.resource(item.manifest.api_version, key.kind)
+                namespaced: bool | None = info.namespaced
+            except NoMatchError:
+                namespaced = crd_scopes.get((key.group, key.kind))
+            targets.append(Target(key, namespaced))
+        declared = [key.name for key in items if key.kind == "Namespace" and key.group == ""]
+        foreign = set()
+        for name in declared:
+            live = items[ObjectKey("", "Namespace", "", name)].live
+            if live is None and name not in new_namespaces:
+                foreign.add(name)  # exists, but this environment does not manage it
+            elif live is not None and environment_mark(live) != options.environment:
+                foreign.add(name)
+        violations = check_policy(targets, policy, own_namespaces(declared, foreign, policy))
+        if violations:
+            raise PolicyViolationError(violations, policy)
 
     @classmethod
     def _refuse_foreign(cls, items: Iterable[_Item], environment: str) -> None:
@@ -922,9 +991,8 @@ class Engine:
                 )
                 self._record_drift(env, entry)
         except KubeError as exc:
-            self._record_drift(
-                env, ChangeSetEntry(key, Action.FAILED, message=f"drift correction failed: {exc}")
-            )
+            message = scrub(f"drift correction failed: {exc}", self._secret_values.get(env, frozenset()))
+            self._record_drift(env, ChangeSetEntry(key, Action.FAILED, message=message))
         finally:
             self._pending_corrections.discard(key)
 

@@ -105,6 +105,8 @@ class KubeClient:
         self.request_timeout = request_timeout
         self.retries = retries
         self.requests: Counter[tuple[str, int]] = Counter()
+        self.impersonate = ""  # the user every request is made as ("" = our own identity)
+        self._owns_api = True
         self._discovery: dict[tuple[str, str], dict[str, ResourceInfo]] = {}
         self._discovery_lock = asyncio.Lock()
 
@@ -134,14 +136,28 @@ class KubeClient:
         loader.load_and_set(configuration)
         return cls(k8s_client.ApiClient(configuration=configuration))
 
+    def impersonating(self, user: str) -> KubeClient:
+        """A client making every request as ``user`` (``Impersonate-User``), such as
+        ``system:serviceaccount:team-a:deployer``: the cluster's RBAC for that identity then bounds
+        what it can do. It shares this client's connection pool, request bound and counters; closing it
+        leaves them open. Our own identity needs ``impersonate`` on exactly that user."""
+        other = KubeClient.__new__(KubeClient)
+        other.__dict__.update(self.__dict__)
+        other.impersonate = user
+        other._owns_api = False
+        other._discovery = {}  # what the impersonated identity may discover can differ
+        other._discovery_lock = asyncio.Lock()
+        return other
+
     @property
     def host(self) -> str:
         """The API server URL."""
         return str(self.api.configuration.host)
 
     async def close(self) -> None:
-        """Close the connection pool."""
-        await self.api.close()
+        """Close the connection pool (unless it belongs to the client this one impersonates from)."""
+        if self._owns_api:
+            await self.api.close()
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -159,11 +175,14 @@ class KubeClient:
         content_type: str,
         timeout: float | aiohttp.ClientTimeout | None,
     ) -> aiohttp.ClientResponse:
+        headers = {"Content-Type": content_type, "Accept": JSON}
+        if self.impersonate:
+            headers["Impersonate-User"] = self.impersonate
         response: aiohttp.ClientResponse = await self.api.call_api(
             path,
             method,
             query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": JSON},
+            header_params=headers,
             body=body,
             auth_settings=["BearerToken"],
             _preload_content=False,

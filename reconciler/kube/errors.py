@@ -1,15 +1,19 @@
 """Our error hierarchy for API server failures.
 
 Each message starts with the object (``Deployment/shop/api``) and carries the API server's own message,
-truncated; request bodies are never included, so a Secret's values cannot leak through an error.
+truncated; request bodies are never included, and in a message about a Secret every value the API
+server quotes back (``Invalid value: "..."``) is redacted, so a Secret's values cannot leak through an
+error.
 ``TransientError`` is the only one worth retrying.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 _MAX_MESSAGE = 1000
+_QUOTED_VALUE = re.compile(r'(Invalid value|Unsupported value|Duplicate value|Forbidden): "(?:[^"\\]|\\.)*"')
 
 
 class KubeError(Exception):
@@ -21,6 +25,8 @@ class KubeError(Exception):
         self.subject = subject
         self.status = status
         self.reason = reason
+        if subject.startswith("Secret/"):
+            message = _QUOTED_VALUE.sub(lambda m: f"{m.group(1)}: [redacted]", message)
         self.api_message = message[:_MAX_MESSAGE] + (" [truncated]" if len(message) > _MAX_MESSAGE else "")
         super().__init__(f"{subject}: {self.api_message}" if subject else self.api_message)
 

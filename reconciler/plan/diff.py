@@ -8,9 +8,13 @@ kubectl may have stored is dropped.
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
 import copy
 import difflib
 import hashlib
+import json
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -62,6 +66,42 @@ def _redact_secret_in_place(secret: Body) -> None:
     annotations = (secret.get("metadata") or {}).get("annotations")
     if isinstance(annotations, dict):
         annotations.pop(LAST_APPLIED, None)
+
+
+# shorter values are not scrubbed from messages: they would mangle ordinary words and say little
+MIN_SCRUBBED = 4
+
+
+def secret_values(bodies: Iterable[Body]) -> frozenset[str]:
+    """Every Secret value of ``bodies`` in each form a message may carry it: as written, base64-decoded,
+    JSON/Go-escaped, and each of its lines (a value can be quoted one line at a time)."""
+    found: set[str] = set()
+    for body in bodies:
+        if not is_secret(body):
+            continue
+        for section, encoded in (("data", True), ("stringData", False)):
+            values = body.get(section)
+            if not isinstance(values, dict):
+                continue
+            for value in values.values():
+                text = str(value)
+                forms = [text]
+                if encoded:
+                    with contextlib.suppress(binascii.Error, ValueError):
+                        forms.append(base64.b64decode(text, validate=True).decode("utf-8"))
+                forms += [line for form in forms for line in form.splitlines()]
+                forms += [json.dumps(form)[1:-1] for form in forms]
+                found.update(f.strip() for f in forms if len(f.strip()) >= MIN_SCRUBBED)
+    return frozenset(found)
+
+
+def scrub(text: str, values: Iterable[str]) -> str:
+    """``text`` with every one of ``values`` replaced by ``[redacted]`` (longest first). (Errors about a
+    Secret also redact whatever the API server quotes back: see ``reconciler.kube.errors``.)"""
+    for value in sorted(values, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, "[redacted]")
+    return text
 
 
 def for_display(body: Body | None, *, keep_status: bool = False) -> Body | None:

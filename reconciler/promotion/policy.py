@@ -44,6 +44,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.config_fields import ConfigError, boolean, expect, mapping, number, unknown
+from reconciler.config_fields import secret as check_secret
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
@@ -216,9 +217,7 @@ def _read_secret(
             secret = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise PolicyError(f"{where}.secret_file: cannot read {path}: {exc.strerror}") from None
-    if len(secret) < MIN_SECRET:
-        raise PolicyError(f"{where}: the secret is shorter than {MIN_SECRET} characters; use a random one")
-    return secret
+    return check_secret(secret, where, MIN_SECRET)
 
 
 def _env_key(name: str) -> str:
