@@ -369,10 +369,9 @@ class Engine:
             )
             for m in desired
         }
+        await self._check_policy(items, options)
         crd_kinds = _crd_kinds(desired)
         await self._load_live(items, crd_kinds)
-        new_namespaces = await self._new_namespaces(items)
-        await self._check_policy(items, options, new_namespaces)
         self._refuse_foreign(items.values(), env)
         for key, item in items.items():
             entry = previous.entries.get(key)
@@ -389,6 +388,7 @@ class Engine:
 
         # validate: server-side dry-run of everything that may change, before any write
         clock = time.monotonic()
+        new_namespaces = await self._new_namespaces(items)
         for item in items.values():
             if item.needs_write and item.manifest.key.namespace in new_namespaces:
                 item.deferred = True
@@ -598,10 +598,10 @@ class Engine:
         await asyncio.gather(*(one(item) for item in items))
         return sorted(failures)
 
-    async def _check_policy(
-        self, items: dict[ObjectKey, _Item], options: SyncOptions, new_namespaces: set[str]
-    ) -> None:
-        """Refuse the revision, before any write, when an object is outside the access policy."""
+    async def _check_policy(self, items: dict[ObjectKey, _Item], options: SyncOptions) -> None:
+        """Refuse the revision, before any other request about its objects, when one of them is outside
+        the access policy (reads only: discovery, and the Namespaces it declares when the policy is
+        "the namespaces its render creates")."""
         policy = options.policy
         if self.inventory.namespace not in policy.reserved_namespaces:
             policy = replace(
@@ -622,16 +622,23 @@ class Engine:
                 namespaced = crd_scopes.get((key.group, key.kind))
             targets.append(Target(key, namespaced))
         declared = [key.name for key in items if key.kind == "Namespace" and key.group == ""]
-        foreign = set()
-        for name in declared:
-            live = items[ObjectKey("", "Namespace", "", name)].live
-            if live is None and name not in new_namespaces:
-                foreign.add(name)  # exists, but this environment does not manage it
-            elif live is not None and environment_mark(live) != options.environment:
-                foreign.add(name)
+        foreign: set[str] = set()
+        if policy.namespaces is None and not policy.unrestricted:
+            for name in declared:
+                live = await self._live_namespace(name)
+                if live is not None and environment_mark(live) != options.environment:
+                    foreign.add(name)  # exists, and this environment does not manage it
         violations = check_policy(targets, policy, own_namespaces(declared, foreign, policy))
         if violations:
             raise PolicyViolationError(violations, policy)
+
+    async def _live_namespace(self, name: str) -> Body | None:
+        key = ObjectKey("", "Namespace", "", name)
+        if self.cache is not None and self.cache.watching(key):
+            cached = self.cache.get(key)
+            if cached is not None:  # the cache holds only what we manage: an absent one may still exist
+                return cached
+        return await self.client.get("v1", "Namespace", "", name)
 
     @classmethod
     def _refuse_foreign(cls, items: Iterable[_Item], environment: str) -> None:

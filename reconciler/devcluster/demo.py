@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from reconciler.devcluster import gitserver
+from reconciler.devcluster import gitserver, tenants
 from reconciler.devcluster.build import cache_root, ensure_toolchain
 from reconciler.devcluster.cluster import Cluster, free_port
 from reconciler.devcluster.provisioner import VolumeProvisioner
@@ -59,22 +59,34 @@ def git(*args: str, cwd: Path) -> str:
 
 
 ADDONS = "cluster-addons-crds"  # the add-on CRDs (Istio, ServiceMonitor) other systems' objects need
+# systems run as tenants: each environment synced as its own ServiceAccount, in namespaces an
+# administrator created (reconciler.devcluster.tenants), allowed nothing else
+TENANTS = ("access", "aiplus")
+# cluster-scoped kinds the other systems' overlays declare (their policy lists exactly these)
+CLUSTER_SCOPED = {"cluster-addons": ["CustomResourceDefinition"], "detection": ["StorageClass"]}
+DEMO_ADMIN = {"kind": "User", "name": "reconciler-dev-admin", "apiGroup": "rbac.authorization.k8s.io"}
 
 
 def discover(environments: Path) -> list[dict[str, Any]]:
-    """Every ``<system>/<overlay>`` directory with a kustomization, as daemon environments; when the
-    add-on CRDs are among them, every other environment depends on them."""
+    """Every ``<system>/<overlay>`` directory with a kustomization, as daemon environments with their
+    access policy (``TENANTS`` as their own ServiceAccounts); when the add-on CRDs are among them, every
+    other environment depends on them."""
     found: list[dict[str, Any]] = []
     for system in sorted(p for p in environments.iterdir() if p.is_dir()):
         for overlay in sorted(p for p in system.iterdir() if p.is_dir() and p.name != "base"):
             if (overlay / "kustomization.yaml").is_file():
-                found.append(
-                    {
-                        "name": f"{system.name}-{overlay.name}",
-                        "path": f"environments/{system.name}/{overlay.name}",
-                        "health_timeout": 120,
-                    }
-                )
+                name = f"{system.name}-{overlay.name}"
+                env: dict[str, Any] = {
+                    "name": name,
+                    "path": f"environments/{system.name}/{overlay.name}",
+                    "health_timeout": 120,
+                }
+                if system.name in TENANTS:  # the overlay's namespace is named like the environment
+                    env["namespaces"] = [name]
+                    env["service_account"] = tenants.service_account(name)
+                if system.name in CLUSTER_SCOPED:
+                    env["cluster_scoped"] = CLUSTER_SCOPED[system.name]
+                found.append(env)
     if any(env["name"] == ADDONS for env in found):
         for env in found:
             if env["name"] != ADDONS:
@@ -171,6 +183,18 @@ def main() -> int:
     git("branch", "-q", "--set-upstream-to=origin/main", cwd=work)
 
     environments = discover(args.environments)
+    tenant_namespaces = [ns for env in environments for ns in env.get("namespaces", [])]
+    say(f"creating the tenants' namespaces and service accounts ({', '.join(tenant_namespaces)}) ...")
+    platform = root / "tenants.yaml"
+    platform.write_text(
+        yaml.safe_dump_all(tenants.platform_objects(tenant_namespaces, DEMO_ADMIN), sort_keys=False)
+    )
+    subprocess.run(
+        [str(tools.kubectl), "--kubeconfig", str(kubeconfig), "apply", "--server-side", "-f", str(platform)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     promotions = demo_promotions(root, environments)
     config = {
         "repository": {"url": url, "branch": "main", "poll_interval": "60s"},
