@@ -71,7 +71,7 @@ from reconciler.plan.hpa import hpa_targets, owns_replicas, release_autoscaled_r
 from reconciler.plan.ordering import Stage, WaveError, plan_stages
 from reconciler.plan.prune import PruneOptions, plan_prune
 from reconciler.render import Renderer, RenderError, RenderOptions
-from reconciler.tenancy import AccessPolicy, Target, Violation, own_namespaces
+from reconciler.tenancy import AccessPolicy, Target, Violation, own_namespaces, reserved_reason
 from reconciler.tenancy import check as check_policy
 from reconciler.tenancy import message as policy_message
 
@@ -602,11 +602,7 @@ class Engine:
         """Refuse the revision, before any other request about its objects, when one of them is outside
         the access policy (reads only: discovery, and the Namespaces it declares when the policy is
         "the namespaces its render creates")."""
-        policy = options.policy
-        if self.inventory.namespace not in policy.reserved_namespaces:
-            policy = replace(
-                policy, reserved_namespaces=policy.reserved_namespaces | {self.inventory.namespace}
-            )
+        policy = self._policy(options)
         crd_scopes: dict[tuple[str, str], bool] = {}
         for key, item in items.items():
             if key.kind == "CustomResourceDefinition":
@@ -631,6 +627,13 @@ class Engine:
         violations = check_policy(targets, policy, own_namespaces(declared, foreign, policy))
         if violations:
             raise PolicyViolationError(violations, policy)
+
+    def _policy(self, options: SyncOptions) -> AccessPolicy:
+        """The options' access policy, with this engine's inventory namespace reserved too."""
+        policy = options.policy
+        if self.inventory.namespace in policy.reserved_namespaces:
+            return policy
+        return replace(policy, reserved_namespaces=policy.reserved_namespaces | {self.inventory.namespace})
 
     async def _live_namespace(self, name: str) -> Body | None:
         key = ObjectKey("", "Namespace", "", name)
@@ -890,7 +893,15 @@ class Engine:
         dry_run: bool,
     ) -> set[ObjectKey]:
         """Delete what left Git (when allowed); return the keys to keep in the inventory for a retry."""
-        candidates = [key for key in previous.keys if key not in items]
+        policy = self._policy(options)
+        reserved = {key for key in previous.keys if reserved_reason(Target(key, None), policy)}
+        for key in sorted(reserved - set(items)):
+            # recorded before the daemon's namespace was reserved: never deleted, no longer ours
+            result.changeset.add(
+                ChangeSetEntry(key, Action.SKIPPED, message="not pruned: it belongs to the daemon itself")
+            )
+        previous_keys = previous.keys - reserved
+        candidates = [key for key in previous_keys if key not in items]
         if not options.prune.enabled:
             return set(candidates)  # not pruned, so still owned: keep them in the inventory
         if not candidates:
@@ -902,7 +913,7 @@ class Engine:
                 live[key] = await self.client.get(entry.api_version, key.kind, key.namespace, key.name)
             except NoMatchError:
                 live[key] = None
-        plan = plan_prune(previous.keys, set(items), live, options.environment, options.prune)
+        plan = plan_prune(previous_keys, set(items), live, options.environment, options.prune)
         keep: set[ObjectKey] = set()
         for key, reason in sorted(plan.kept.items()):
             result.changeset.add(ChangeSetEntry(key, Action.SKIPPED, message=f"not pruned: {reason}"))

@@ -107,7 +107,8 @@ def own_namespaces(declared: Iterable[str], foreign: Iterable[str], policy: Acce
     return {name for name in declared if name not in excluded and not name.startswith("kube-")}
 
 
-def _reserved(target: Target, policy: AccessPolicy) -> str:
+def reserved_reason(target: Target, policy: AccessPolicy) -> str:
+    """Why ``target`` belongs to the daemon and to no environment ("" when it does not)."""
     key = target.key
     if key.group == RECONCILER_GROUP:
         return f"{key.group_kind} is reconciler's own kind; no environment may write it"
@@ -125,7 +126,7 @@ def check(targets: Iterable[Target], policy: AccessPolicy, own: set[str]) -> lis
     violations: list[Violation] = []
     for target in targets:
         key = target.key
-        reserved = _reserved(target, policy)
+        reserved = reserved_reason(target, policy)
         if reserved:
             violations.append(Violation(key, "reserved", reserved))
             continue

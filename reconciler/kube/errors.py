@@ -13,6 +13,10 @@ import json
 import re
 
 _MAX_MESSAGE = 1000
+# server-side apply's type errors print the value: ".data.pw: expected string, got &value...{Value:...}"
+_TYPED_VALUE = re.compile(r"got &?value\.valueUnstructured\{.*")
+# 500s that are not the server's fault: the object cannot be converted or typed (a permanent refusal)
+_UNTYPABLE = ("failed to create typed patch object", "failed to convert new object")
 _QUOTED_VALUE = re.compile(r'(Invalid value|Unsupported value|Duplicate value|Forbidden): "(?:[^"\\]|\\.)*"')
 
 
@@ -27,6 +31,7 @@ class KubeError(Exception):
         self.reason = reason
         if subject.startswith("Secret/"):
             message = _QUOTED_VALUE.sub(lambda m: f"{m.group(1)}: [redacted]", message)
+            message = _TYPED_VALUE.sub("got [redacted]", message)
         self.api_message = message[:_MAX_MESSAGE] + (" [truncated]" if len(message) > _MAX_MESSAGE else "")
         super().__init__(f"{subject}: {self.api_message}" if subject else self.api_message)
 
@@ -104,6 +109,8 @@ def from_status(subject: str, status: int, body: bytes | str) -> KubeError:
         return UnauthorizedError(subject, message, status, reason)
     if status == 400:
         return BadRequestError(subject, message, status, reason)
+    if status == 500 and message.startswith(_UNTYPABLE):
+        return InvalidError(subject, message, status, reason)
     if status == 429 or status >= 500:
         return TransientError(subject, message, status, reason)
     return KubeError(subject, message, status, reason)

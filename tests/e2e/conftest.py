@@ -206,6 +206,10 @@ def daemon_config(
     name: str = "daemon",
     **extra: Any,
 ) -> DaemonProcess:
+    # these tests are about the daemon, not tenancy (tests/integration/test_tenancy.py, the demo): an
+    # environment without a policy of its own is trusted like a platform team's, with every namespace
+    # and cluster-scoped kind (never the daemon's own namespace)
+    environments = [{"namespaces": ["*"], "cluster_scoped": ["*"], **env} for env in environments]
     secret_file = tmp_path / "webhook-secret"
     secret_file.write_text(SECRET)
     port = free_port()

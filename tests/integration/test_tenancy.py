@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 
 from reconciler.devcluster.build import Toolchain
+from reconciler.inventory import InventoryEntry, InventoryStore
 from reconciler.kube import KubeClient
 from reconciler.kube.cache import LiveCache
 from reconciler.kube.errors import NotFoundError
+from reconciler.objects import Action, ObjectKey
 from reconciler.render import Renderer, RenderOptions
 from reconciler.sync import Engine, SyncOptions, SyncResult
 from reconciler.tenancy import AccessPolicy
@@ -238,8 +240,10 @@ async def test_with_impersonation_the_api_server_refuses_what_a_too_wide_policy_
     """A policy that allows every namespace and kind, but syncs as a ServiceAccount that may only write
     ConfigMaps in its own namespace: the API server answers 403 during validation (the dry-runs), so
     nothing is written; the same render without the foreign object syncs as that identity."""
-    cache = LiveCache(kube)  # watches stay the daemon's own, as in the daemon
-    engine = Engine(kube.impersonating(deployer), cache=cache, renderer=Renderer())
+    cache = LiveCache(kube)  # watches and inventories stay the daemon's own, as in the daemon
+    engine = Engine(
+        kube.impersonating(deployer), inventory=InventoryStore(kube), cache=cache, renderer=Renderer()
+    )
     wide = AccessPolicy(namespaces=("*",), cluster_scoped=("*",))
     try:
         await RBACReady(kube, namespace, deployer).wait()
@@ -296,8 +300,9 @@ class RBACReady:
 async def test_secret_values_never_appear_in_api_server_validation_errors(
     engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
 ) -> None:
-    """A Secret the API server refuses (a dockerconfigjson that is not JSON, a bad key) never has its
-    value in the sync's message or ChangeSet, whatever the server quotes back."""
+    """Secrets the API server refuses (a dockerconfigjson that is not JSON, a bad key, a value of the
+    wrong type, which server-side apply prints back) never have a value in the sync's message or
+    ChangeSet, whatever the server quotes back, and are a validation failure, not a retried outage."""
     canary = "canary-7f3a9d1e-never-print-me"
     broken = {
         "apiVersion": "v1",
@@ -312,10 +317,48 @@ async def test_secret_values_never_appear_in_api_server_validation_errors(
         "metadata": {"name": "keys", "namespace": namespace},
         "stringData": {"bad key!": canary},
     }
-    repo.set_objects([broken, bad_key])
+    typed = {  # server-side apply's type errors print the value they could not type
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "typed", "namespace": namespace},
+        "stringData": {"nested": {"inner": canary}},
+    }
+    repo.set_objects([broken, bad_key, typed])
     result = await sync(engine, repo, AccessPolicy(unrestricted=True))
     assert result.reason == "ValidationFailed", result.message
     text = result.message + json.dumps([e.message for e in result.changeset.entries])
     assert canary not in text
     assert base64.b64encode(canary.encode()).decode()[:16] not in text
-    assert "Secret/" in result.message
+    assert f"Secret/{namespace}/typed" in result.message
+    assert f"Secret/{namespace}/pull" in result.message
+
+
+async def test_an_inventory_entry_in_the_daemon_namespace_is_never_pruned(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str
+) -> None:
+    """An inventory recorded before the daemon's namespace was reserved (an object an environment once
+    wrote there) never makes a prune delete it: it is skipped and dropped from the inventory."""
+    await kube.ensure_namespace(DAEMON_NAMESPACE)
+    target = f"daemon-owned-{namespace}"[:60]
+    await kube.apply(config_map(target, DAEMON_NAMESPACE))
+    try:
+        repo.set_objects([config_map("app", namespace)])
+        assert (await sync(engine, repo, AccessPolicy(unrestricted=True))).ok
+        inventory = await engine.inventory.load(repo.name)
+        assert inventory is not None
+        inventory.entries[ObjectKey("", "ConfigMap", DAEMON_NAMESPACE, target)] = InventoryEntry(
+            "v1", ObjectKey("", "ConfigMap", DAEMON_NAMESPACE, target)
+        )
+        await engine.inventory.save(repo.name, inventory)
+
+        result = await sync(engine, repo, AccessPolicy(unrestricted=True))
+        assert result.ok, result.message
+        skipped = {str(e.key): e.message for e in result.changeset.entries if e.action == Action.SKIPPED}
+        assert "belongs to the daemon" in skipped[f"ConfigMap/{DAEMON_NAMESPACE}/{target}"]
+        assert await exists(kube, "v1", "ConfigMap", DAEMON_NAMESPACE, target)
+        after = await engine.inventory.load(repo.name)
+        assert after is not None
+        assert ObjectKey("", "ConfigMap", DAEMON_NAMESPACE, target) not in after.entries
+    finally:
+        with contextlib.suppress(NotFoundError):
+            await kube.delete("v1", "ConfigMap", DAEMON_NAMESPACE, target)
