@@ -135,6 +135,7 @@ def start(
     repo.write("apps/production/kustomization.yaml", overlay("production", "1"))
     repo.commit_and_push("initial")
     staging, production = f"{namespace[:40]}-s", f"{namespace[:40]}-p"
+    control = f"{namespace[:50]}-ctl"
     keys = tmp_path / "keys"
     keys.mkdir()
     approvers = []
@@ -159,13 +160,14 @@ def start(
             {"name": staging, "path": "apps/staging", "health_timeout": 60},
             {"name": production, "path": "apps/production", "health_timeout": 60},
         ],
-        inventory_namespace=namespace,
+        # the daemon's own namespace (promotions, inventories) is never an environment's to write
+        inventory_namespace=control,
         promotions={"approvers": approvers, "pipelines": [settings]},
     )
     daemon.extra_env.update(extra_env or {})
     repo.install_hook(daemon.port, tmp_path / "webhook-secret")
     daemon.start(toolchain)
-    setup = Setup(daemon, repo, staging, production, namespace, tmp_path, toolchain)
+    setup = Setup(daemon, repo, staging, production, control, tmp_path, toolchain)
     setup.wait_ready(staging)
     setup.wait_ready(production)
     return setup
@@ -245,7 +247,7 @@ def test_request_two_approvals_commit_production_healthy_then_rollback(
     assert setup.daemon.metric("reconciler_promotions", phase="Succeeded") >= 1
     # kubectl shows it
     table = subprocess.run(
-        [str(toolchain.kubectl), "--kubeconfig", str(kubeconfig), "get", "promotions", "-n", namespace],
+        [str(toolchain.kubectl), "--kubeconfig", str(kubeconfig), "get", "promotions", "-n", setup.namespace],
         capture_output=True,
         text=True,
         check=True,
