@@ -4,6 +4,13 @@ A ``Renderer`` owns a content-keyed cache: the key hashes every file the kustomi
 listed by ``restrictions.check``), the kustomize version and the render options, so an unchanged tree
 never renders twice while any change to an input renders again. kustomize runs with a timeout, an
 output size cap, an empty HOME, no plugins and its default root-only load restrictor.
+
+kustomize's error output reaches the CLI, logs, the status API, Events and Environment objects, and it
+prints secretGenerator literals and env-file lines verbatim when they are malformed. So a failure's
+message is scrubbed before it leaves this module: every string of every secretGenerator of the graph
+(collected by ``restrictions.check``) and every builtin plugin configuration kustomize dumps is replaced
+by ``[redacted]``, and a failure that concerns a secretGenerator names its file and generator instead of
+quoting kustomize.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import re
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +31,21 @@ from typing import Any
 import yaml
 
 from reconciler.objects import Manifest, ObjectKey
-from reconciler.render.restrictions import LoadPolicy, RestrictionError, check
+from reconciler.render.restrictions import LoadPolicy, RenderInputs, RestrictionError, SecretSource, check
 
 _DUPLICATE = re.compile(r"already registered id: (?P<kind>[A-Za-z0-9]+)\.[^/\s]*/(?P<name>[^.\s']+)")
+REDACTED = "[redacted]"
+# "trouble configuring builtin X with config: `<the whole configuration as YAML>`: <reason>"
+_CONFIG_DUMP = re.compile(r"with config: `.*?`(?=:|\s*$)", re.DOTALL)
+# Go's %v of a []byte (kustomize prints an invalid env-file line that way): a run of byte values
+_BYTE_LIST = re.compile(r"\[(?:\d{1,3} ){3,}\d{1,3}\]")
+_SHORT = 4  # shorter sensitive strings are only redacted where they stand alone
+_SECRET_REASONS = (
+    ("expected key=value", "a literal is not of the form KEY=VALUE"),
+    ("invalid utf8", "a line of an env file is not valid UTF-8"),
+    ("illegally repeats the key", "it repeats a key"),
+    ("must have a name", "it has no name"),
+)
 
 
 class RenderError(Exception):
@@ -116,6 +135,45 @@ def _duplicate_sources(error: str, files: Sequence[Path], root: Path) -> str:
     return f"{kind}/{name} is defined twice"
 
 
+def scrub(text: str, sensitive: Iterable[str]) -> str:
+    """``text`` with every sensitive string, builtin plugin configuration dump and byte listing replaced
+    by ``[redacted]``. Strings shorter than a few characters are replaced only where they stand alone
+    (not inside a word), so that a one-letter value does not garble the message."""
+    text = _CONFIG_DUMP.sub(f"with config: {REDACTED}", text)
+    for value in sorted({value for value in sensitive if value.strip()}, key=len, reverse=True):
+        if len(value) >= _SHORT:
+            text = text.replace(value, REDACTED)
+        else:
+            text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])", REDACTED, text)
+    return _BYTE_LIST.sub(REDACTED, text)
+
+
+def _mentions(text: str, value: str) -> bool:
+    if len(value) >= _SHORT:
+        return value in text
+    return re.search(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])", text) is not None
+
+
+def _secret_failure(error: str, scrubbed: str, secrets: Sequence[SecretSource]) -> str:
+    """When kustomize's ``error`` concerns a secretGenerator, a message naming its file and generator
+    and saying what is wrong without any of its contents (``scrubbed`` is the error already scrubbed of
+    every sensitive string); else ""."""
+    source = next((s for s in secrets if any(_mentions(error, entry) for entry in s.entries)), None)
+    if source is None and "SecretGenerator" in error and len(secrets) == 1:
+        source = secrets[0]
+    if source is None:
+        return ""
+    generator = f"secretGenerator {source.name!r}" if source.name else "a secretGenerator"
+    reason = next((text for marker, text in _SECRET_REASONS if marker in error), "")
+    if not reason:
+        reason = "kustomize said: " + _shorten(scrubbed)
+    return f"{generator} in {source.file} could not be generated: {reason} (its values are not shown)"
+
+
+def _shorten(message: str, limit: int = 2000) -> str:
+    return message if len(message) <= limit else message[:limit] + " [truncated]"
+
+
 class Renderer:
     """Renders environment directories, caching results by the content of their inputs."""
 
@@ -138,7 +196,7 @@ class Renderer:
 
     def _inputs(
         self, root: Path, environment: Path, options: RenderOptions
-    ) -> tuple[Path, Path, str, str, list[Path], frozenset[str]]:
+    ) -> tuple[Path, Path, str, str, RenderInputs, frozenset[str]]:
         """Blocking part of a render: check the graph and hash its inputs (run in a thread)."""
         root = root.resolve()
         environment = (root / environment) if not environment.is_absolute() else environment
@@ -156,7 +214,7 @@ class Renderer:
         directories = frozenset(
             d.relative_to(root).as_posix() for d in inputs.directories if d == root or root in d.parents
         )
-        return root, environment, label, key, sorted(inputs.resource_files), directories
+        return root, environment, label, key, inputs, directories
 
     def inputs_key(self, root: Path, environment: Path, options: RenderOptions) -> str:
         """The cache key of an environment's inputs, without rendering (blocking: run in a thread)."""
@@ -172,14 +230,14 @@ class Renderer:
     async def render(self, root: Path, environment: Path, options: RenderOptions) -> RenderResult:
         """Render ``environment`` (a directory inside the repository ``root``)."""
         started = time.monotonic()
-        root, environment, label, key, resource_files, _ = await asyncio.to_thread(
+        root, environment, label, key, inputs, _ = await asyncio.to_thread(
             self._inputs, root, environment, options
         )
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             return RenderResult(cached, key, True, time.monotonic() - started)
-        output = await self._run(root, environment, label, options, resource_files)
+        output = await self._run(root, environment, label, options, inputs)
         manifests = tuple(parse_manifests(output, label))
         self._cache[key] = manifests
         while len(self._cache) > self._cache_size:
@@ -192,7 +250,7 @@ class Renderer:
         environment: Path,
         label: str,
         options: RenderOptions,
-        resource_files: Sequence[Path],
+        inputs: RenderInputs,
     ) -> str:
         self.renders += 1
         with tempfile.TemporaryDirectory(prefix="reconciler-render-") as home:
@@ -232,15 +290,21 @@ class Renderer:
                     f"render of {label} produced more than {options.max_output_bytes} bytes; refusing it"
                 ) from None
         if process.returncode != 0:
-            message = stderr.decode(errors="replace").strip()
-            duplicate = _duplicate_sources(message, resource_files, root)
-            if duplicate:
-                raise RenderError(f"render of {label} failed: {duplicate}")
-            message = message.replace(str(root) + "/", "")
-            if len(message) > 2000:
-                message = message[:2000] + " [truncated]"
-            raise RenderError(f"render of {label} failed (kustomize exit {process.returncode}): {message}")
+            raise RenderError(self._failure(label, root, process.returncode, stderr, inputs))
         return stdout.decode()
+
+    @staticmethod
+    def _failure(label: str, root: Path, code: int | None, stderr: bytes, inputs: RenderInputs) -> str:
+        """The message of a failed render: kustomize's reason, scrubbed of every secret it may quote."""
+        error = stderr.decode(errors="replace").strip()
+        scrubbed = scrub(error, inputs.sensitive).replace(str(root) + "/", "")
+        secret = _secret_failure(error, scrubbed, inputs.secrets)
+        if secret:
+            return f"render of {label} failed (kustomize exit {code}): {scrub(secret, inputs.sensitive)}"
+        duplicate = _duplicate_sources(error, sorted(inputs.resource_files), root)
+        if duplicate:
+            return f"render of {label} failed: {scrub(duplicate, inputs.sensitive)}"
+        return f"render of {label} failed (kustomize exit {code}): {_shorten(scrubbed)}"
 
     @staticmethod
     async def _collect(process: asyncio.subprocess.Process, limit: int) -> tuple[bytes, bytes]:
