@@ -1,9 +1,13 @@
 """HTTP routes of promotions: ``/api/v1/promotions`` (list, request, rollback), ``/{id}`` (read),
 ``/{id}/approvals`` and ``/{id}/rejections`` (signed decisions).
 
-Mutating calls are HMAC-signed (see ``signing``): the body is capped and must arrive within a timeout,
-the signature is checked over the raw bytes before anything else, and every refusal is a 4xx with a
-short reason (and, for decisions on an existing promotion, an audited Event).
+Mutating calls are HMAC-signed (see ``signing``): a call without the signature headers is refused before
+its body is read, the body is capped and must arrive within a timeout, the signature is checked over the
+raw bytes before anything else, and every refusal is a 4xx with a short reason (and, for decisions on an
+existing promotion, an audited Event). Rate limits (429) keep calls without a valid signature (per source
+address, and all together) apart from valid ones (per key; a replayed body counts as unverified), as the
+webhooks do (``reconciler.server.app.Buckets``): a flood of forged calls never blocks a signed one, and is
+not audited beyond the limit.
 """
 
 from __future__ import annotations
@@ -13,27 +17,38 @@ from collections.abc import Callable
 from aiohttp import web
 
 from reconciler.promotion.controller import PromotionController, summary
-from reconciler.promotion.signing import MAX_BODY, SignedCall, verify
+from reconciler.promotion.signing import MAX_BODY, SignedCall, authenticate, check, credentials
 from reconciler.refusal import Refusal
-from reconciler.server.app import read_body
+from reconciler.server.app import UNVERIFIED_LIMITED, Buckets, read_body, short
 
 BODY_TIMEOUT = 10.0
+RATE_LIMIT = 60  # per RATE_WINDOW seconds: signed calls per key, unsigned or forged ones per address
+RATE_WINDOW = 60.0
 
 Lookup = Callable[[], PromotionController | None]
 
 
-class _Routes:
-    """How the handlers find the controller (created when the daemon starts)."""
+class RateLimited(Refusal):
+    """A call over its rate limit: answered 429 and not audited."""
 
-    def __init__(self, lookup: Lookup) -> None:
+
+class _Routes:
+    """How the handlers find the controller (created when the daemon starts), and the rate limits."""
+
+    def __init__(self, lookup: Lookup, buckets: Buckets) -> None:
         self.lookup = lookup
+        self.buckets = buckets
 
 
 LOOKUP = web.AppKey("promotions", _Routes)
 
 
-def _error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": short(reason)}, status=status, headers=headers)
+
+
+def _limited(request: web.Request, exc: RateLimited) -> web.Response:
+    return _error(exc.status, exc.reason, request.app[LOOKUP].buckets.retry_after())
 
 
 def _controller(request: web.Request) -> PromotionController:
@@ -47,8 +62,19 @@ def _controller(request: web.Request) -> PromotionController:
 
 
 async def _signed(request: web.Request, controller: PromotionController) -> SignedCall:
-    body = await read_body(request, MAX_BODY, BODY_TIMEOUT)
-    return verify(controller.settings, request.headers, body)
+    buckets = request.app[LOOKUP].buckets
+    source = request.remote or "unknown"
+    try:
+        credentials(request.headers)  # an unsigned call is refused before its body is read
+        body = await read_body(request, MAX_BODY, BODY_TIMEOUT)
+        signer = authenticate(controller.settings, request.headers, body)
+    except Refusal:
+        if not buckets.unverified(source):
+            raise RateLimited(429, UNVERIFIED_LIMITED) from None
+        raise
+    if not buckets.signed("key:" + signer.key_id, source, body):
+        raise RateLimited(429, f"too many signed calls with key {signer.key_id!r} (or replays of one)")
+    return check(controller.settings, signer, body)
 
 
 async def list_promotions(request: web.Request) -> web.Response:
@@ -79,6 +105,8 @@ async def create_promotion(request: web.Request) -> web.Response:
             body = await controller.rollback(call)
         else:
             return _error(400, f"action {call.action!r} is not a request or a rollback")
+    except RateLimited as exc:
+        return _limited(request, exc)
     except Refusal as exc:
         return _error(exc.status, exc.reason)
     return web.json_response(summary(body), status=201)
@@ -89,6 +117,8 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
     name = request.match_info["id"]
     try:
         call = await _signed(request, controller)
+    except RateLimited as exc:
+        return _limited(request, exc)
     except Refusal as exc:
         await controller.refuse_unsigned(name, "approval" if approve else "rejection", exc.reason)
         return _error(exc.status, exc.reason)
@@ -109,9 +139,11 @@ async def reject(request: web.Request) -> web.Response:
     return await _decide(request, approve=False)
 
 
-def add_routes(app: web.Application, lookup: Lookup) -> None:
+def add_routes(
+    app: web.Application, lookup: Lookup, *, rate_limit: int = RATE_LIMIT, rate_window: float = RATE_WINDOW
+) -> None:
     """Register the promotion routes; ``lookup`` returns the controller (None: not configured)."""
-    app[LOOKUP] = _Routes(lookup)
+    app[LOOKUP] = _Routes(lookup, Buckets(rate_limit, rate_window))
     app.router.add_get("/api/v1/promotions", list_promotions)
     app.router.add_post("/api/v1/promotions", create_promotion)
     app.router.add_get("/api/v1/promotions/{id}", get_promotion)

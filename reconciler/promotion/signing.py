@@ -24,8 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.promotion.policy import PromotionSettings
+from reconciler.promotion.policy import Approver, Integration, PromotionSettings
 from reconciler.refusal import Refusal
+from reconciler.server.jsonbody import loads_object
 
 KEY_HEADER = "X-Reconciler-Key-Id"
 SIGNATURE_HEADER = "X-Reconciler-Signature"
@@ -52,7 +53,42 @@ class SignedCall:
 
 def signature(secret: str, body: bytes) -> str:
     """The header value for ``body`` signed with ``secret``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    # surrogatepass: a key id from a header that was not UTF-8 reaches here as lone surrogates
+    return "sha256=" + hmac.new(secret.encode("utf-8", "surrogatepass"), body, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The key whose secret signed a body: an approver's or an integration's."""
+
+    key_id: str
+    approver: Approver | None
+    integration: Integration | None
+
+
+def credentials(headers: Mapping[str, str]) -> tuple[str, str]:
+    """The key id and signature a call carries; 401 when either is missing (so an unsigned call can be
+    refused before its body is read)."""
+    key_id = headers.get(KEY_HEADER, "")
+    given = headers.get(SIGNATURE_HEADER, "")
+    if not key_id or not given:
+        raise SignatureError(401, f"unsigned: {KEY_HEADER} and {SIGNATURE_HEADER} are required")
+    return key_id, given
+
+
+def authenticate(settings: PromotionSettings, headers: Mapping[str, str], body: bytes) -> Signer:
+    """The key that signed ``body`` (401 when none did), checked before anything parses the body."""
+    if len(body) > MAX_BODY:
+        raise SignatureError(413, f"body larger than {MAX_BODY} bytes")
+    key_id, given = credentials(headers)
+    approver = settings.approver(key_id)
+    integration = next((i for i in settings.integrations if i.name == key_id), None)
+    secret = approver.secret if approver else integration.secret if integration else ""
+    # compare even for an unknown key, so timing does not tell which keys exist
+    expected = signature(secret or "unknown-key-" + key_id, body)
+    if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass")) or not secret:
+        raise SignatureError(401, "invalid signature or unknown key")
+    return Signer(key_id, approver, integration)
 
 
 def make_body(action: str, identity: str, **fields: Any) -> bytes:
@@ -75,25 +111,16 @@ def verify(
     now: float | None = None,
 ) -> SignedCall:
     """Check the key, signature, identity binding and timestamp of a call (nonces are the caller's)."""
-    if len(body) > MAX_BODY:
-        raise SignatureError(413, f"body larger than {MAX_BODY} bytes")
-    key_id = headers.get(KEY_HEADER, "")
-    given = headers.get(SIGNATURE_HEADER, "")
-    if not key_id or not given:
-        raise SignatureError(401, f"unsigned: {KEY_HEADER} and {SIGNATURE_HEADER} are required")
-    approver = settings.approver(key_id)
-    integration = next((i for i in settings.integrations if i.name == key_id), None)
-    secret = approver.secret if approver else integration.secret if integration else ""
-    # compare even for an unknown key, so timing does not tell which keys exist
-    expected = signature(secret or "unknown-key-" + key_id, body)
-    if not hmac.compare_digest(expected.encode(), given.encode()) or not secret:
-        raise SignatureError(401, "invalid signature or unknown key")
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise SignatureError(400, "the body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise SignatureError(400, "the body must be a JSON object")
+    return check(settings, authenticate(settings, headers, body), body, now=now)
+
+
+def check(
+    settings: PromotionSettings, signer: Signer, body: bytes, *, now: float | None = None
+) -> SignedCall:
+    """The call in a body ``signer`` signed: its JSON (bounded: ``jsonbody``), identity binding and
+    timestamp."""
+    key_id, approver, integration = signer.key_id, signer.approver, signer.integration
+    payload = loads_object(body, error=SignatureError)
     identity = payload.get("identity")
     action = payload.get("action")
     nonce = payload.get("nonce")

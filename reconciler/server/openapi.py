@@ -12,6 +12,7 @@ import copy
 from typing import Any
 
 from reconciler import __version__
+from reconciler.server import jsonbody, listener
 
 JSON = "application/json"
 
@@ -22,6 +23,44 @@ def _ref(name: str) -> dict[str, str]:
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+# the limits every signed POST route states (webhooks and promotion calls)
+_BAD_INPUT = (
+    "a header that is not UTF-8 (on every route), or a body that is not one JSON object: not UTF-8, "
+    f"nesting arrays or objects deeper than {jsonbody.MAX_DEPTH} levels, a number longer than "
+    f"{jsonbody.MAX_NUMBER_CHARS} characters or out of range, NaN or Infinity, a duplicate key, a lone "
+    "surrogate"
+)
+_LATE = (
+    "the body did not arrive within the body timeout; or the request headers did not arrive within "
+    f"{listener.HEADER_TIMEOUT:g} s of their first byte (then the answer is an Error and the connection "
+    "is closed)"
+)
+_RATE_LIMITED = (
+    "rate limited, in separate buckets: requests without a valid signature (unsigned, forged, unknown "
+    "sender, refused before verification, or replaying a body already accepted) per source address and "
+    "for all addresses together (a multiple of that), and valid signed ones per signer (webhook provider, "
+    "promotion key). A flood without a valid signature, even from the one address an Ingress forwards "
+    "from, never spends the bucket of signed requests. Retry-After gives the window in seconds."
+)
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+_HEADERS_TOO_LARGE = (
+    f"request headers larger than {listener.MAX_HEADER_BYTES} bytes in all (then the connection is "
+    f"closed); more than {listener.MAX_HEADERS} headers or a line longer than {listener.MAX_FIELD_SIZE} "
+    "bytes is a 400"
+)
+
+
+def _limits(schema: dict[str, Any]) -> dict[str, Any]:
+    """The 400, 408, 413, 429 and 431 answers of a signed POST route, with ``schema`` as their body."""
+    return {
+        "400": _json(f"unknown sender or malformed request: {_BAD_INPUT}", schema),
+        "408": _json(_LATE, {"oneOf": [schema, _ref("Error")]}),
+        "413": _json("body too large", schema),
+        "429": {**_json(_RATE_LIMITED, schema), "headers": _RETRY_AFTER},
+        "431": _json(_HEADERS_TOO_LARGE, _ref("Error")),
+    }
 
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -190,11 +229,8 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": _json("ping answered, or a duplicate delivery", _ref("WebhookResult")),
                 "202": _json("accepted (a fetch is queued) or ignored", _ref("WebhookResult")),
-                "400": _json("unknown sender or malformed payload", _ref("WebhookResult")),
                 "401": _json("missing or invalid signature", _ref("WebhookResult")),
-                "408": _json("body not received in time", _ref("WebhookResult")),
-                "413": _json("body too large", _ref("WebhookResult")),
-                "429": _json("rate limited", _ref("WebhookResult")),
+                **_limits(_ref("WebhookResult")),
                 "503": _json("shutting down", _ref("WebhookResult")),
             },
         }
@@ -237,10 +273,11 @@ _SIGNED = {
 }
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _REFUSED = {
-    "400": _json("malformed or not allowed", _ref("Error")),
-    "401": _json("missing or invalid signature", _ref("Error")),
-    "404": _json("no such promotion, or promotions are not configured", _ref("Error")),
-    "413": _json("body too large", _ref("Error")),
+    "401": _json("missing or invalid signature, unknown key, or stale timestamp", _ref("Error")),
+    "403": _json("the key may not act for the identity, or the identity may not decide", _ref("Error")),
+    "404": _json("no such promotion or pipeline, or promotions are not configured", _ref("Error")),
+    "409": _json("replayed nonce, wrong revision, or the promotion takes no more decisions", _ref("Error")),
+    **_limits(_ref("Error")),
 }
 PATHS["/api/v1/promotions"] = {
     "get": {
@@ -296,7 +333,12 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "reconciler",
             "version": __version__,
-            "description": "The reconciler daemon's HTTP API: webhooks, probes, status and metrics.",
+            "description": "The reconciler daemon's HTTP API: webhooks, probes, status and metrics. "
+            "On every route: a header that is not UTF-8 is a 400; request headers must arrive within "
+            f"{listener.HEADER_TIMEOUT:g} s of their first byte (408, connection closed), be at most "
+            f"{listener.MAX_HEADER_BYTES} bytes in all (431, connection closed), {listener.MAX_HEADERS} "
+            f"headers and {listener.MAX_FIELD_SIZE} bytes a line (400); an idle keep-alive connection is "
+            f"closed after {listener.KEEPALIVE_TIMEOUT:g} s.",
         },
         "paths": copy.deepcopy(PATHS),
         "components": {"schemas": copy.deepcopy(SCHEMAS)},

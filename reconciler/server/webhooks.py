@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.refusal import Refusal
+from reconciler.server.jsonbody import loads_object
+
+MAX_REF = 256
 
 
 class WebhookError(Refusal):
@@ -69,27 +71,40 @@ def sign(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def verify(provider: str, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
-    """True when the request carries a valid signature (or token) for ``secret``."""
+def _same(given: str, expected: str) -> bool:
+    # header values arrive decoded with surrogate escapes for bytes that are not UTF-8: compare the
+    # bytes without raising (a plain .encode() would, and a crash is a 500)
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
+def signature_header(provider: str, headers: Mapping[str, str]) -> str:
+    """The signature (or token) the request carries for ``provider`` ("" when it carries none)."""
     if provider == "gitlab":
-        token = _header(headers, "X-Gitlab-Token")
-        return bool(token) and hmac.compare_digest(token.encode(), secret.encode())
+        return _header(headers, "X-Gitlab-Token")
     if provider == "gitea":
-        given = _header(headers, "X-Gitea-Signature") or _header(headers, "X-Forgejo-Signature")
-        return bool(given) and hmac.compare_digest(
-            given.strip().lower().encode(), sign(secret, body).encode()
-        )
+        return _header(headers, "X-Gitea-Signature") or _header(headers, "X-Forgejo-Signature")
     name = {
         "github": "X-Hub-Signature-256",
         "bitbucket": "X-Hub-Signature",
         "generic": "X-Reconciler-Signature",
     }.get(provider)
-    if name is None:
+    return _header(headers, name) if name else ""
+
+
+def verify(provider: str, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+    """True when the request carries a valid signature (or token) for ``secret``."""
+    given = signature_header(provider, headers).strip()
+    if not given:
         return False
-    given = _header(headers, name).strip()
-    if not given.lower().startswith("sha256="):
+    if provider == "gitlab":
+        return _same(given, secret)
+    if provider == "gitea":
+        return _same(given.lower(), sign(secret, body))
+    if provider not in ("github", "bitbucket", "generic") or not given.lower().startswith("sha256="):
         return False
-    return hmac.compare_digest(given[7:].lower().encode(), sign(secret, body).encode())
+    return _same(given[7:].lower(), sign(secret, body))
 
 
 def _event(provider: str, headers: Mapping[str, str]) -> tuple[str, str]:
@@ -117,17 +132,13 @@ def _kind(provider: str, event: str) -> str:
 
 
 def parse(provider: str, headers: Mapping[str, str], body: bytes) -> Push:
-    """Read the event, delivery id, ref and new commit; malformed JSON is a 400."""
+    """Read the event, delivery id, ref and new commit; malformed, too deep or ambiguous JSON (see
+    ``jsonbody``) is a 400."""
     event, delivery = _event(provider, headers)
     kind = _kind(provider, event)
     if kind != "push":
         return Push(provider, event, delivery, kind)
-    try:
-        payload: Any = json.loads(body) if body.strip() else {}
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookError(400, "the body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise WebhookError(400, "the body is not a JSON object")
+    payload: dict[str, Any] = loads_object(body, error=WebhookError) if body.strip() else {}
     ref, after = "", ""
     if provider == "bitbucket":
         changes = payload.get("changes")
@@ -137,6 +148,8 @@ def parse(provider: str, headers: Mapping[str, str], body: bytes) -> Push:
     else:
         ref = str(payload.get("ref") or "")
         after = str(payload.get("after") or payload.get("checkout_sha") or "")
+    if len(ref) > MAX_REF:
+        raise WebhookError(400, f"ref longer than {MAX_REF} characters")
     if after and (len(after) not in (40, 64) or any(c not in "0123456789abcdef" for c in after.lower())):
         after = ""
-    return Push(provider, event, delivery, "push", ref[:256], after.lower())
+    return Push(provider, event, delivery, "push", ref, after.lower())
