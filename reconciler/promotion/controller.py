@@ -38,10 +38,12 @@ from reconciler.promotion.policy import Pipeline, PromotionSettings, counted_app
 from reconciler.promotion.signing import SignedCall
 from reconciler.promotion.store import (
     ACTIVE_PHASES,
+    OPEN_PHASES,
     TERMINAL_PHASES,
     PromotionStore,
     new_name,
     now_iso,
+    order,
     parse_iso,
     phase,
 )
@@ -142,6 +144,11 @@ def _succeeded(promotions: list[Body], pipeline: Pipeline, kind: str = "") -> li
     ]
 
 
+def _open(body: Body) -> bool:
+    """Still taking decisions (Pending or Approved; one being created counts as Pending)."""
+    return phase(body) in OPEN_PHASES
+
+
 def _decisions(records: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     fields = ("identity", "revision", "at", "via", "comment")
     return [{k: record.get(k, "") for k in fields} for record in records or []]
@@ -194,6 +201,7 @@ class PromotionController:
         self._nonces = DeliveryLog(size=8192)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._auto_errors: dict[str, str] = {}  # pipeline -> the last automatic request's refusal
 
     # -- audit ---------------------------------------------------------------------------------------
     async def _audit(
@@ -272,6 +280,7 @@ class PromotionController:
             input_key = await self.host.input_key_at(source, revision)
         source_env = self._env_path(source)
         images, files = await asyncio.to_thread(self._promoted_values, pipeline, source_env, revision)
+        await asyncio.to_thread(self._preflight, target, images, False)
         done = _succeeded(promotions, pipeline, "Promotion")
         base = str(done[-1]["spec"].get("sourceRevision", "")) if done else ""
         authors = await asyncio.to_thread(self.writer.authors, source_env, base, revision)
@@ -328,6 +337,7 @@ class PromotionController:
             what = f"the images before {done[-1]['metadata']['name']}"
         if not images:
             raise PromotionError(409, f"nothing to restore: {what} has no images")
+        await asyncio.to_thread(self._preflight, target, images, True)
         spec = {
             "pipeline": pipeline.name,
             "from": target,
@@ -368,16 +378,33 @@ class PromotionController:
             f"{call.identity}" + (" (automatic)" if automatic else ""),
             identity=call.identity,
         )
-        for other in await self.store.list():
-            other_spec = other.get("spec") or {}
-            if (
-                other["metadata"]["name"] != name
-                and other_spec.get("pipeline") == pipeline.name
-                and phase(other) in ("Pending", "Approved")
-            ):
-                await self._finish(other, "Superseded", f"superseded by {name}")
+        await self._supersede(await self.store.list(), pipeline.name)
         self.wake()
-        return body
+        # as it is now: Superseded when a request newer than this one was seen (by this replica or
+        # another); a newer one not created yet will supersede it later
+        return await self.store.get(name) or body
+
+    async def _supersede(self, promotions: list[Body], pipeline: str) -> set[str]:
+        """Leave at most one open (Pending or Approved) promotion of ``pipeline``: the newest.
+
+        "Newest" is the order every replica agrees on (``store.order``: creationTimestamp, then the
+        creating replica's request time, then the name). Each request lists after its create and
+        supersedes every open promotion of the pipeline but the newest it sees, its own included; the
+        last of any set of simultaneous requests to list sees them all, so exactly the newest survives
+        whatever the interleaving, on any number of replicas. The leader's pass applies the same rule
+        (a replica may die between its create and its list). Returns the names it finished."""
+        candidates = sorted(
+            (p for p in promotions if (p.get("spec") or {}).get("pipeline") == pipeline and _open(p)),
+            key=order,
+        )
+        finished: set[str] = set()
+        if len(candidates) < 2:
+            return finished
+        newest = candidates[-1]["metadata"]["name"]
+        for other in candidates[:-1]:
+            if await self._finish(other, "Superseded", f"superseded by {newest}", only=OPEN_PHASES):
+                finished.add(other["metadata"]["name"])
+        return finished
 
     def _env_path(self, name: str) -> str:
         view = self.host.environment_view(name)
@@ -388,6 +415,24 @@ class PromotionController:
     def _kustomization_text(self, env_path: str, revision: str) -> str | None:
         path = _kustomization(env_path, lambda p: self.writer.show(revision, p) is not None)
         return self.writer.show(revision, path)
+
+    def _preflight(self, target: str, images: list[dict[str, str]], restore: bool) -> None:
+        """Refuse a request whose values the target overlay, as it is now, cannot take (a digest pin
+        and a tag-only source, a key in another case...), before anyone approves it. The commit checks
+        again against the target as it is then."""
+        view = self.host.environment_view(target)
+        if view is None or not images:
+            return
+        revision = self.host.head_revision() or view.revision  # the commit lands on the branch head
+        if not revision:
+            return
+        text = self._kustomization_text(view.path, revision)
+        if text is None:
+            return
+        try:
+            edit.apply(text, images, f"{view.path}/kustomization.yaml", restore=restore)
+        except edit.EditError as exc:
+            raise PromotionError(409, f"{target} cannot take these values: {exc}") from None
 
     def _promoted_values(
         self, pipeline: Pipeline, env_path: str, revision: str
@@ -550,7 +595,12 @@ class PromotionController:
                         counts.get((pipeline.name, name), 0)
                     )
             mine = {p.name for p in self.settings.pipelines}
+            superseded: set[str] = set()
+            for pipeline in self.settings.pipelines:
+                superseded |= await self._supersede(promotions, pipeline.name)
             for body in promotions:
+                if body["metadata"]["name"] in superseded:
+                    continue
                 if not body.get("status"):
                     # being created: the status is written right after the object (a status
                     # subresource ignores it on create), so the next pass sees the whole promotion
@@ -592,18 +642,36 @@ class PromotionController:
                 )
                 await self.request(call, automatic=True)
             except (PromotionError, edit.EditError) as exc:
-                log.warning("automatic promotion request failed", pipeline=pipeline.name, error=str(exc))
+                if self._auto_errors.get(pipeline.name) != str(exc):  # once, not on every pass
+                    log.warning("automatic promotion request failed", pipeline=pipeline.name, error=str(exc))
+                self._auto_errors[pipeline.name] = str(exc)
+            else:
+                self._auto_errors.pop(pipeline.name, None)
 
-    async def _finish(self, body: Body, final: str, message: str, *, warning: bool = False) -> None:
+    async def _finish(
+        self,
+        body: Body,
+        final: str,
+        message: str,
+        *,
+        warning: bool = False,
+        only: tuple[str, ...] = ACTIVE_PHASES,
+    ) -> bool:
+        """Move the promotion to ``final`` if it is (still, on the fresh object) in one of ``only``;
+        True when this call did."""
+        done: list[bool] = []
+
         def mutate(fresh: Body) -> bool:
-            if phase(fresh) in TERMINAL_PHASES:
+            done.clear()
+            if phase(fresh) not in only:
                 return False
             fresh["status"].update({"phase": final, "message": message, "finishedAt": now_iso()})
+            done.append(True)
             return True
 
         stored = await self.store.update_status(body["metadata"]["name"], mutate)
-        if stored is None or phase(stored) != final or stored["status"].get("message") != message:
-            return
+        if stored is None or not done:
+            return False
         created = parse_iso(str(body["metadata"].get("creationTimestamp", "")))
         pipeline = str((body.get("spec") or {}).get("pipeline", ""))
         if final in ("Succeeded", "Failed") and created:
@@ -611,6 +679,7 @@ class PromotionController:
                 max(0.0, time.time() - created)
             )
         await self._audit(stored, final, message, warning=final not in ("Succeeded", "Superseded") or warning)
+        return True
 
     async def _set(self, body: Body, *, summary: bool = False, **fields: Any) -> Body:
         """Write ``fields`` into the status (and, with ``summary``, the approval count of the fresh
@@ -678,7 +747,9 @@ class PromotionController:
         if current in ("Pending", "Approved"):
             created = parse_iso(str(body["metadata"].get("creationTimestamp", "")))
             if created and now - created > pipeline.expire_after:
-                await self._finish(body, "Expired", f"not approved within {pipeline.expire_after:.0f} s")
+                await self._finish(
+                    body, "Expired", f"not approved within {pipeline.expire_after:.0f} s", only=OPEN_PHASES
+                )
                 return
             rollback = spec.get("type") == "Rollback"
             source = self.host.environment_view(str(spec.get("from")))
@@ -692,6 +763,7 @@ class PromotionController:
                     body,
                     "Superseded",
                     f"{spec.get('from')} moved on to {source.revision[:12]}: request again",
+                    only=OPEN_PHASES,
                 )
                 return
             soak = pipeline.rollback.soak if rollback else pipeline.soak
@@ -709,6 +781,8 @@ class PromotionController:
                 body = await self._set(
                     body, summary=True, phase="Approved", approvedAt=now_iso(), message=message
                 )
+                if phase(body) != "Approved":
+                    return  # finished (superseded, rejected, expired) since this pass listed it
                 approvers = counted_approvals(
                     body["status"].get("approvals") or [],
                     str(spec.get("sourceRevision")),
@@ -721,6 +795,8 @@ class PromotionController:
             body = await self._set(
                 body, phase="Promoting", promotingAt=now_iso(), message="writing the commit"
             )
+            if phase(body) != "Promoting":
+                return  # finished since this pass listed it: never commit a superseded promotion
             current = "Promoting"
         if current == "Promoting":
             await self._promote(body, pipeline, name)
@@ -762,6 +838,7 @@ class PromotionController:
         images = [dict(i) for i in spec.get("images") or []]
         files = [str(f) for f in spec.get("files") or []]
         revision = str(spec.get("sourceRevision", ""))
+        rollback = spec.get("type") == "Rollback"  # the target's own earlier values: set exactly
         previous: list[dict[str, str]] = []
 
         def apply_edit(work: Path) -> list[str]:
@@ -769,12 +846,15 @@ class PromotionController:
             kustomization = _kustomization(target_path, lambda p: (work / p).is_file())
             if images:
                 path = work / kustomization
-                text = path.read_text(encoding="utf-8")
-                current = edit.read_images(text, kustomization)
+                # bytes, not text mode: a CRLF file stays CRLF (text mode would rewrite every line)
+                try:
+                    text = path.read_bytes().decode("utf-8")
+                except UnicodeDecodeError:
+                    raise edit.EditError(f"{kustomization}: not UTF-8") from None
+                result, current, _ = edit.apply(text, images, kustomization, restore=rollback)
                 previous[:] = current
-                merged = edit.merge_images(current, images)
-                if merged != current:
-                    path.write_text(edit.set_images(text, merged, kustomization), encoding="utf-8")
+                if result != text:
+                    path.write_bytes(result.encode("utf-8"))
                     changed.append(kustomization)
             for file in files:
                 content = self.writer.show(revision, f"{source_path}/{file}")

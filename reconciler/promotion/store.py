@@ -1,5 +1,9 @@
 """Promotion objects (``promotions.reconciler.dev/v1alpha1``) in the cluster, and their Events.
 
+It owns the order of promotions every replica agrees on (``order``: creationTimestamp, then the
+creating replica's ``requested-at`` annotation, then the name), by which a newer request supersedes the
+open ones.
+
 The Promotion custom resource is the durable state of a promotion: the spec is written once at request
 time (what is promoted, from which revision, who asked, who authored it), the status holds the phase,
 the approvals and the commit. Status updates go through the status subresource with the object's
@@ -24,8 +28,11 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "Promotion"
 ACTIVE_PHASES = ("Pending", "Approved", "Promoting")
+OPEN_PHASES = ("Pending", "Approved")  # still taking decisions; a newer request supersedes them
 TERMINAL_PHASES = ("Succeeded", "Failed", "Rejected", "Expired", "Superseded")
 MAX_RECORDS = 100
+# the creating replica's clock when it created the promotion (fixed-width, so it sorts as text)
+REQUESTED_AT = f"{GROUP}/requested-at"
 
 
 def now_iso() -> str:
@@ -43,6 +50,19 @@ def parse_iso(value: str) -> float:
 def new_name(pipeline: str) -> str:
     """A unique, sortable promotion name."""
     return f"{pipeline}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def order(body: Body) -> tuple[str, str, str]:
+    """The order of promotions every replica agrees on, newest last: the API server's creationTimestamp
+    (RFC 3339 in UTC, whole seconds), then, within a second, the ``requested-at`` annotation the
+    creating replica wrote into the object (its clock, in microseconds), then the name."""
+    metadata = body.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    return (
+        str(metadata.get("creationTimestamp", "")),
+        str(annotations.get(REQUESTED_AT, "")),
+        str(metadata.get("name", "")),
+    )
 
 
 def phase(body: Body) -> str:
@@ -70,15 +90,32 @@ class PromotionStore:
         body = {
             "apiVersion": API_VERSION,
             "kind": KIND,
-            "metadata": {"name": name, "namespace": self.namespace},
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "annotations": {REQUESTED_AT: dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
+            },
             "spec": spec,
         }
         await self.client.ensure_namespace(self.namespace)
         created = await self.client.request("POST", self._path(), body=body, subject=f"{KIND}/{name}")
         created["status"] = status
-        return await self.client.request(
-            "PUT", self._path(name, "status"), body=created, subject=f"{KIND}/{name}"
-        )
+        try:
+            return await self.client.request(
+                "PUT", self._path(name, "status"), body=created, subject=f"{KIND}/{name}"
+            )
+        except ConflictError:
+            pass  # another replica wrote its status first (a newer request superseded it): keep that
+
+        def complete(fresh: Body) -> bool:
+            missing = {k: v for k, v in status.items() if k not in fresh["status"]}
+            fresh["status"].update(missing)
+            return bool(missing)
+
+        stored = await self.update_status(name, complete)
+        if stored is None:
+            raise NotFoundError(f"{KIND}/{name}", "deleted right after it was created")
+        return stored
 
     async def get(self, name: str) -> Body | None:
         """One promotion, or None."""
@@ -94,7 +131,7 @@ class PromotionStore:
         except NotFoundError:
             return []
         items = list(result.get("items") or [])
-        items.sort(key=lambda b: (b["metadata"].get("creationTimestamp", ""), b["metadata"]["name"]))
+        items.sort(key=order)
         return items
 
     async def update_status(
