@@ -15,11 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from reconciler.kube import KubeClient
 from reconciler.kube.cache import LiveCache
 from reconciler.kube.client import USER_AGENT
 from reconciler.kube.errors import NotFoundError
+from reconciler.promotion import sshsig
+from reconciler.promotion.policy import Approver
+from reconciler.promotion.signing import KEY_HEADER, SIGNATURE_HEADER
+from reconciler.promotion.sshsig import parse_allowed_signers
 from reconciler.render import Renderer, RenderOptions
 from reconciler.sync import Engine
 
@@ -188,3 +194,41 @@ def custom_resource_definition(group: str, kind: str, spec_schema: dict[str, Any
             ],
         },
     }
+
+
+@dataclass(frozen=True)
+class ApproverKey:
+    """An approver's own SSH key pair (ed25519, OpenSSH format), as a person would have in ~/.ssh."""
+
+    identity: str
+    private_key: Path
+    public_line: str
+
+    @classmethod
+    def create(cls, directory: Path, identity: str) -> ApproverKey:
+        """A fresh key pair written under ``directory`` (mode 0600, as ssh-keygen leaves it)."""
+        key = ed25519.Ed25519PrivateKey.generate()
+        path = directory / f"{identity.split('@', maxsplit=1)[0]}_ed25519"
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            )
+        )
+        path.chmod(0o600)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        line = f"{public.decode()} {identity}"
+        path.with_name(path.name + ".pub").write_text(line + "\n")
+        return cls(identity, path, line)
+
+    def headers(self, body: bytes, key_id: str = "") -> dict[str, str]:
+        """The signature headers of ``body`` signed with this key."""
+        armored = sshsig.sign_with_key(self.private_key, body)
+        return {KEY_HEADER: key_id or self.identity, SIGNATURE_HEADER: sshsig.header_value(armored)}
+
+    def approver(self, groups: frozenset[str] = frozenset()) -> Approver:
+        """The policy entry of this approver."""
+        return Approver(
+            self.identity, tuple(parse_allowed_signers(f'"{self.identity}" {self.public_line}')), groups
+        )

@@ -95,16 +95,20 @@ def discover(environments: Path) -> list[dict[str, Any]]:
 
 
 def demo_promotions(root: Path, environments: list[dict[str, Any]]) -> dict[str, Any]:
-    """A staging → production pipeline for every system that has both, with three demo approvers
-    whose secrets are generated into ``<root>/keys/``."""
+    """A staging → production pipeline for every system that has both, with three demo approvers, each
+    with an SSH key of their own generated into ``<root>/keys/`` (the daemon gets only the public keys)."""
     keys = root / "keys"
     keys.mkdir(exist_ok=True)
     approvers = []
     for person in ("alice", "bob", "carol"):
         key = keys / person
-        key.write_text(secrets.token_hex(24))
-        key.chmod(0o600)
-        approvers.append({"identity": f"{person}@example.com", "secret_file": str(key), "groups": ["sre"]})
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{person}@example.com", "-f", str(key)],
+            check=True,
+            capture_output=True,
+        )
+        public = (keys / f"{person}.pub").read_text().strip()
+        approvers.append({"identity": f"{person}@example.com", "keys": [public], "groups": ["sre"]})
     names = {e["name"] for e in environments}
     pipelines = [
         {
@@ -226,13 +230,13 @@ def main() -> int:
     say(f"  curl -s http://127.0.0.1:{daemon_port}/api/v1/environments")
     say(f"  KUBECONFIG={kubeconfig} {tools.kubectl} get deploy -A")
     say("")
-    say("Promote staging to production (alice requests; bob and carol approve, each signing with a key):")
+    say("Promote staging to production (alice requests; bob and carol approve, each with their own SSH key):")
     cli = f"{Path(sys.executable).parent / 'reconciler'}"
     server = f"--server http://127.0.0.1:{daemon_port}"
     keys = root / "keys"
     say(f"  {cli} promote tams-staging tams-production --as alice@example.com --key {keys}/alice {server}")
-    say(f"  {cli} approve ID --as bob@example.com --key {keys}/bob {server}")
-    say(f"  {cli} approve ID --as carol@example.com --key {keys}/carol {server}")
+    say(f"  {cli} approve --pipeline tams --as bob@example.com --key {keys}/bob {server}")
+    say(f"  {cli} approve --pipeline tams --as carol@example.com --key {keys}/carol {server}")
     say(f"  {cli} promotions {server}     # or: kubectl get promotions -n reconciler-system")
     say(f"  {cli} rollback tams-production --as alice@example.com --key {keys}/alice {server}")
     say("")

@@ -1,8 +1,14 @@
 """Promotion commands of the CLI: ``promote``, ``promotions``, ``approve``, ``reject``, ``rollback``.
 
-They talk to a running daemon's API. Mutating commands sign their body with the secret in ``--key``
-(HMAC-SHA256; the body carries the identity, a fresh nonce and the time), so the daemon can check who
-acts without any session or password.
+They talk to a running daemon's API. Mutating commands sign their body (which carries the identity, a
+fresh nonce and the time), so the daemon can check who acts without any session or password:
+
+* a person signs with their own SSH key: ``--key ~/.ssh/id_ed25519`` (a private key file), or
+  ``--key ~/.ssh/id_ed25519.pub`` to have the running ssh-agent sign with that key;
+* an integration (a bot, CI) signs with its HMAC secret: ``--secret-file FILE --key-id NAME``.
+
+``approve`` shows what is being approved (revision, commits, images) and asks first, unless ``--yes``;
+``approve --pipeline NAME`` approves the one open promotion of a pipeline.
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from reconciler.promotion import sshsig
 from reconciler.promotion.signing import KEY_HEADER, SIGNATURE_HEADER, make_body, signature
+
+OPEN_PHASES = ("Pending", "Approved")
 
 
 class PromotionCommandError(Exception):
@@ -43,12 +52,26 @@ def _call(
 
 
 def _signed(args: argparse.Namespace, action: str, **fields: Any) -> tuple[bytes, dict[str, str]]:
-    try:
-        secret = Path(args.key).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise PromotionCommandError(f"--key: cannot read {args.key}: {exc.strerror}") from None
     body = make_body(action, args.identity, **fields)
-    return body, {KEY_HEADER: args.key_id or args.identity, SIGNATURE_HEADER: signature(secret, body)}
+    if args.secret_file:
+        try:
+            secret = Path(args.secret_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise PromotionCommandError(
+                f"--secret-file: cannot read {args.secret_file}: {exc.strerror}"
+            ) from None
+        return body, {KEY_HEADER: args.key_id or args.identity, SIGNATURE_HEADER: signature(secret, body)}
+    if not args.key:
+        raise PromotionCommandError("sign with --key (your SSH key) or, for an integration, --secret-file")
+    key = Path(args.key).expanduser()
+    try:
+        if key.suffix == ".pub":  # the public half: the running ssh-agent holds the private key
+            armored = sshsig.sign_with_agent(key.read_text(encoding="utf-8").strip(), body)
+        else:
+            armored = sshsig.sign_with_key(key, body)
+    except (OSError, sshsig.SSHSigError) as exc:
+        raise PromotionCommandError(f"--key {args.key}: {exc}") from None
+    return body, {KEY_HEADER: args.identity, SIGNATURE_HEADER: sshsig.header_value(armored)}
 
 
 def _print(promotion: dict[str, Any], output: str) -> None:
@@ -57,6 +80,10 @@ def _print(promotion: dict[str, Any], output: str) -> None:
         return
     print(f"promotion {promotion['id']}: {promotion['from']} -> {promotion['to']} ({promotion['type']})")
     print(f"  revision:  {promotion['revision']}")
+    if promotion.get("requestedBy"):
+        print(f"  requested: by {promotion['requestedBy']} at {promotion.get('requestedAt', '')}")
+    if promotion.get("authors"):
+        print(f"  authors:   {', '.join(promotion['authors'][:10])}")
     print(f"  phase:     {promotion['phase']}  {promotion.get('message', '')}")
     print(
         f"  approvals: {promotion.get('approvalSummary', '')}  "
@@ -89,17 +116,42 @@ def rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_promotion(args: argparse.Namespace) -> dict[str, Any]:
+    """The promotion ``args`` name: by id, or the one open promotion of ``--pipeline``."""
+    if args.id:
+        found: dict[str, Any] = _call(args.server, "GET", f"/api/v1/promotions/{args.id}")
+        return found
+    if not args.pipeline:
+        raise PromotionCommandError("name a promotion id, or --pipeline NAME for its open promotion")
+    items = _call(args.server, "GET", "/api/v1/promotions")["promotions"]
+    open_ones = [p for p in items if p.get("pipeline") == args.pipeline and p["phase"] in OPEN_PHASES]
+    if len(open_ones) != 1:
+        ids = ", ".join(p["id"] for p in open_ones) or "none"
+        raise PromotionCommandError(
+            f"pipeline {args.pipeline} has {len(open_ones)} open promotions ({ids}): name one by id"
+        )
+    return dict(open_ones[0])
+
+
 def decide(args: argparse.Namespace) -> int:
-    """Approve or reject a promotion (bound to the revision it promotes)."""
-    current = _call(args.server, "GET", f"/api/v1/promotions/{args.id}")
+    """Approve or reject a promotion (bound to the revision it promotes), after showing it."""
+    current = _open_promotion(args)
     revision = args.revision or current["revision"]
     if args.revision and args.revision != current["revision"]:
         raise PromotionCommandError(
-            f"promotion {args.id} is of revision {current['revision']}, not {args.revision}"
+            f"promotion {current['id']} is of revision {current['revision']}, not {args.revision}"
         )
     action = "approve" if args.approve else "reject"
-    body, headers = _signed(args, action, promotion=args.id, revision=revision, comment=args.comment)
-    path = f"/api/v1/promotions/{args.id}/" + ("approvals" if args.approve else "rejections")
+    if not args.yes:
+        _print(current, "text")
+        if not sys.stdin.isatty():
+            raise PromotionCommandError(f"not a terminal: pass --yes to {action} without being asked")
+        answer = input(f"{action} promotion {current['id']} of revision {revision[:12]}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing was sent")
+            return 1
+    body, headers = _signed(args, action, promotion=current["id"], revision=revision, comment=args.comment)
+    path = f"/api/v1/promotions/{current['id']}/" + ("approvals" if args.approve else "rejections")
     _print(_call(args.server, "POST", path, body, headers), args.output)
     return 0
 
@@ -139,11 +191,18 @@ def _common(parser: argparse.ArgumentParser, *, signed: bool) -> None:
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
     if signed:
         parser.add_argument("--as", dest="identity", required=True, help="the identity acting (an approver)")
-        parser.add_argument("--key", required=True, help="file holding the secret that signs the request")
+        parser.add_argument(
+            "--key",
+            default="",
+            help="your SSH private key file; or its .pub file to sign with the running ssh-agent",
+        )
+        parser.add_argument(
+            "--secret-file", default="", help="an integration's HMAC secret file (bots and CI, not people)"
+        )
         parser.add_argument(
             "--key-id",
             default="",
-            help="the key's name when it is an integration's (default: the --as identity)",
+            help="the integration's name with --secret-file (default: the --as identity)",
         )
 
 
@@ -163,7 +222,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     for name, approve in (("approve", True), ("reject", False)):
         p = subparsers.add_parser(name, help=f"{name} a promotion (signed, bound to its revision)")
-        p.add_argument("id", help="the promotion id")
+        p.add_argument("id", nargs="?", default="", help="the promotion id (or use --pipeline)")
+        p.add_argument("--pipeline", default="", help="the pipeline whose one open promotion this is")
+        p.add_argument("--yes", action="store_true", help="do not show the promotion and ask first")
         p.add_argument("--revision", default="", help="the revision you checked (default: the promotion's)")
         p.add_argument("--comment", default="", help="a note kept with the decision")
         _common(p, signed=True)

@@ -6,12 +6,15 @@ window is open at an instant, and which approvals count.
 
 Configuration shape (under ``promotions:``)::
 
-    approvers:                      # people; each signs with their own secret
-      - identity: alice@example.com
-        secret_file: /etc/reconciler/approvers/alice
+    approvers:                      # people; each signs with their own SSH key (the daemon holds
+      - identity: alice@example.com #   only public keys: nobody who reads it can sign as alice)
+        keys:                       # several while a key is rotated; remove one to revoke it
+          - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... alice@laptop
         groups: [sre]
-    integrations:                   # a system (chat bot, CI) that signs on behalf of the identities listed
-      - name: chatops
+    allowed_signers_file: /etc/reconciler/approvers/allowed_signers   # and/or OpenSSH's format:
+                                    # "alice@example.com namespaces="reconciler-promotion" ssh-ed25519 ..."
+    integrations:                   # a system (chat bot, CI) that signs on behalf of the identities
+      - name: chatops               # listed, with an HMAC secret (integrations only, never people)
         secret_file: /etc/reconciler/integrations/chatops
         identities: [alice@example.com, "group:sre"]
     pipelines:
@@ -45,6 +48,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.config_fields import ConfigError, boolean, expect, mapping, number, unknown
 from reconciler.config_fields import secret as check_secret
+from reconciler.promotion.sshsig import NAMESPACE, AllowedSigner, SSHSigError, parse_allowed_signers
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
@@ -59,11 +63,15 @@ PolicyError = ConfigError
 
 @dataclass(frozen=True)
 class Approver:
-    """A person who may sign approvals with their own secret."""
+    """A person who signs with their own SSH keys (the daemon holds only the public halves)."""
 
     identity: str
-    secret: str = field(repr=False)
+    keys: tuple[AllowedSigner, ...] = ()
     groups: frozenset[str] = frozenset()
+
+    def keys_valid(self, when: dt.datetime) -> list[str]:
+        """The public keys that may sign promotion calls for this approver at ``when``."""
+        return [k.key for k in self.keys if k.allows(self.identity, NAMESPACE, when)]
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,34 @@ def _read_secret(
     return check_secret(secret, where, MIN_SECRET)
 
 
+def _public_key(identity: str, line: Any, where: str) -> AllowedSigner:
+    """One approver key: ``keytype base64 [comment]``."""
+    if not isinstance(line, str):
+        raise PolicyError(f"{where}: expected an SSH public key line (ssh-ed25519 AAAA... comment)")
+    try:
+        return parse_allowed_signers(f'"{identity}" {line}', where)[0]
+    except (ValueError, IndexError) as exc:
+        raise PolicyError(f"{where}: not a usable SSH public key ({exc})") from None
+
+
+def _allowed_signers_file(value: Any, base: Path) -> list[AllowedSigner]:
+    """The approvers' keys from an OpenSSH allowed_signers file (principals are approver identities)."""
+    if value is None:
+        return []
+    where = "promotions.allowed_signers_file"
+    if not isinstance(value, str) or not value:
+        raise PolicyError(f"{where}: expected a file path")
+    path = Path(value) if Path(value).is_absolute() else (base / value).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    try:
+        return parse_allowed_signers(text, str(path))
+    except (ValueError, SSHSigError) as exc:
+        raise PolicyError(f"{where}: {exc}") from None
+
+
 def _env_key(name: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", name.upper())
 
@@ -266,21 +302,49 @@ def parse(
     """
     env = os.environ if environ is None else environ
     section = mapping(raw, "promotions")
-    unknown(section, {"approvers", "integrations", "pipelines", "timestamp_window", "author"}, "promotions")
+    unknown(
+        section,
+        {"approvers", "allowed_signers_file", "integrations", "pipelines", "timestamp_window", "author"},
+        "promotions",
+    )
     known_envs = set(environments)
+    shared = _allowed_signers_file(section.get("allowed_signers_file"), base)
     approvers: list[Approver] = []
     for index, item_raw in enumerate(_list(section.get("approvers"), "promotions.approvers")):
         where = f"promotions.approvers[{index}]"
         item = mapping(item_raw, where)
-        unknown(item, {"identity", "secret_file", "groups"}, where)
+        if "secret_file" in item:
+            raise PolicyError(
+                f"{where}.secret_file: approvers sign with their own SSH keys (keys: or "
+                "promotions.allowed_signers_file), so that nobody who can read the daemon's secrets can "
+                "sign as them; HMAC secrets are for integrations only"
+            )
+        unknown(item, {"identity", "keys", "groups"}, where)
         identity = str(item.get("identity") or "")
         if not identity or identity.startswith("group:") or len(identity) > 200:
             raise PolicyError(f"{where}.identity: required (for example an e-mail address)")
         groups = frozenset(str(g) for g in _list(item.get("groups"), f"{where}.groups"))
-        secret = _read_secret(item, where, base, f"RECONCILER_APPROVER_{_env_key(identity)}_SECRET", env)
-        approvers.append(Approver(identity, secret, groups))
+        keys = [
+            _public_key(identity, line, f"{where}.keys[{n}]")
+            for n, line in enumerate(_list(item.get("keys"), f"{where}.keys"))
+        ]
+        keys += [signer for signer in shared if identity in signer.principals]
+        if not keys:
+            raise PolicyError(
+                f"{where}.keys: {identity} has no SSH public key (list it here or in "
+                "promotions.allowed_signers_file)"
+            )
+        approvers.append(Approver(identity, tuple(keys), groups))
     if len({a.identity for a in approvers}) != len(approvers):
         raise PolicyError("promotions.approvers: identities must be unique")
+    listed = {a.identity for a in approvers}
+    for signer in shared:
+        strays = [p for p in signer.principals if p not in listed]
+        if strays:
+            raise PolicyError(
+                f"promotions.allowed_signers_file: {', '.join(strays)} is not an approver "
+                "(add it to promotions.approvers with its groups)"
+            )
     integrations: list[Integration] = []
     for index, item_raw in enumerate(_list(section.get("integrations"), "promotions.integrations")):
         where = f"promotions.integrations[{index}]"

@@ -2,8 +2,12 @@
 
 A mutating call carries a JSON body and two headers:
 
-* ``X-Reconciler-Key-Id``: the approver identity whose secret signed it, or an integration's name;
-* ``X-Reconciler-Signature: sha256=<hex>``: HMAC-SHA256 of the raw body with that secret.
+* ``X-Reconciler-Key-Id``: the approver identity whose key signed it, or an integration's name;
+* ``X-Reconciler-Signature``: for an approver, ``sshsig=<base64>``: an SSH signature (``SSHSIG``,
+  namespace ``reconciler-promotion``) of the raw body by one of the approver's own keys, the armored
+  output of ``ssh-keygen -Y sign -n reconciler-promotion`` without its armor lines; the daemon holds only
+  public keys, so nobody who reads its configuration or Secrets can sign as an approver. For an
+  integration (a bot, CI), ``sha256=<hex>``: HMAC-SHA256 of the raw body with its secret.
 
 The body names the ``identity`` acting (for an approver key it must be the key's own identity; an
 integration may act for the identities its policy lists), the ``action``, a random ``nonce`` and a Unix
@@ -15,6 +19,7 @@ revision they approve, so they cannot be moved to another promotion or revision.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -24,10 +29,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.promotion import sshsig
 from reconciler.promotion.policy import Approver, Integration, PromotionSettings
 from reconciler.refusal import Refusal
 from reconciler.server.jsonbody import loads_object
 
+SSH_PREFIX = "sshsig="
 KEY_HEADER = "X-Reconciler-Key-Id"
 SIGNATURE_HEADER = "X-Reconciler-Signature"
 MAX_BODY = 64 * 1024
@@ -52,14 +59,14 @@ class SignedCall:
 
 
 def signature(secret: str, body: bytes) -> str:
-    """The header value for ``body`` signed with ``secret``."""
+    """The header value for ``body`` signed with an integration's ``secret``."""
     # surrogatepass: a key id from a header that was not UTF-8 reaches here as lone surrogates
     return "sha256=" + hmac.new(secret.encode("utf-8", "surrogatepass"), body, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
 class Signer:
-    """The key whose secret signed a body: an approver's or an integration's."""
+    """The key that signed a body: an approver's SSH key or an integration's secret."""
 
     key_id: str
     approver: Approver | None
@@ -76,19 +83,38 @@ def credentials(headers: Mapping[str, str]) -> tuple[str, str]:
     return key_id, given
 
 
-def authenticate(settings: PromotionSettings, headers: Mapping[str, str], body: bytes) -> Signer:
-    """The key that signed ``body`` (401 when none did), checked before anything parses the body."""
+def authenticate(
+    settings: PromotionSettings, headers: Mapping[str, str], body: bytes, *, now: float | None = None
+) -> Signer:
+    """The key that signed ``body`` (401 when none did), checked before anything parses the body.
+
+    An approver's call must carry an SSH signature (``sshsig=``) by one of that approver's public keys;
+    an integration's an HMAC (``sha256=``) with its secret. An HMAC for an approver's key id is refused
+    whatever secret made it: the daemon cannot sign as a person.
+    """
     if len(body) > MAX_BODY:
         raise SignatureError(413, f"body larger than {MAX_BODY} bytes")
     key_id, given = credentials(headers)
     approver = settings.approver(key_id)
+    if approver is not None:
+        if not given.startswith(SSH_PREFIX):
+            raise SignatureError(
+                401, f"{key_id} is an approver: sign with your SSH key (sshsig=...), not a shared secret"
+            )
+        when = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
+        try:
+            parsed = sshsig.parse(given.removeprefix(SSH_PREFIX))
+            sshsig.verify(parsed, body, approver.keys_valid(when))
+        except sshsig.SSHSigError as exc:
+            raise SignatureError(401, f"invalid SSH signature for {key_id}: {exc}") from None
+        return Signer(key_id, approver, None)
     integration = next((i for i in settings.integrations if i.name == key_id), None)
-    secret = approver.secret if approver else integration.secret if integration else ""
+    secret = integration.secret if integration else ""
     # compare even for an unknown key, so timing does not tell which keys exist
     expected = signature(secret or "unknown-key-" + key_id, body)
     if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass")) or not secret:
         raise SignatureError(401, "invalid signature or unknown key")
-    return Signer(key_id, approver, integration)
+    return Signer(key_id, None, integration)
 
 
 def make_body(action: str, identity: str, **fields: Any) -> bytes:
@@ -111,7 +137,7 @@ def verify(
     now: float | None = None,
 ) -> SignedCall:
     """Check the key, signature, identity binding and timestamp of a call (nonces are the caller's)."""
-    return check(settings, authenticate(settings, headers, body), body, now=now)
+    return check(settings, authenticate(settings, headers, body, now=now), body, now=now)
 
 
 def check(

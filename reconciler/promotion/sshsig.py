@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import os
+import re
+import shlex
 import socket
 import struct
 from dataclasses import dataclass
@@ -204,6 +207,81 @@ def verify(signature: Signature, message: bytes, allowed: list[str], namespace: 
         _verify_raw(key, signature.key_type, signature.signature, data)
         return fingerprint(blob)
     raise SSHSigError(f"key {fingerprint(signature.public_key)} is not one of the signer's allowed keys")
+
+
+# -- allowed_signers (OpenSSH's file of who may sign what) ----------------------------------------
+@dataclass(frozen=True)
+class AllowedSigner:
+    """One line of an OpenSSH ``allowed_signers`` file."""
+
+    principals: tuple[str, ...]
+    key: str  # "keytype base64"
+    namespaces: tuple[str, ...] = ()  # empty: any
+    valid_after: dt.datetime | None = None
+    valid_before: dt.datetime | None = None
+
+    def allows(self, principal: str, namespace: str, when: dt.datetime) -> bool:
+        """True when this line lets ``principal`` sign in ``namespace`` at ``when``."""
+        if principal not in self.principals and "*" not in self.principals:
+            return False
+        if self.namespaces and namespace not in self.namespaces:
+            return False
+        if self.valid_after and when < self.valid_after:
+            return False
+        return not (self.valid_before and when > self.valid_before)
+
+
+def _timestamp(value: str, where: str) -> dt.datetime:
+    digits = value.rstrip("Z")
+    for layout in ("%Y%m%d%H%M%S", "%Y%m%d%H%M", "%Y%m%d"):
+        try:
+            return dt.datetime.strptime(digits, layout).replace(tzinfo=dt.UTC)
+        except ValueError:
+            continue
+    raise ValueError(f"{where}: unreadable time {value!r} (YYYYMMDD[HHMM[SS]][Z])")
+
+
+def parse_allowed_signers(text: str, source: str = "allowed_signers") -> list[AllowedSigner]:
+    """The lines of an ``allowed_signers`` file; ``ValueError`` naming the line for anything it cannot
+    honour (``cert-authority`` is refused rather than ignored)."""
+    signers: list[AllowedSigner] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{source}:{number}"
+        try:
+            fields = shlex.split(line)
+        except ValueError:
+            raise ValueError(f"{where}: unbalanced quotes") from None
+        if len(fields) < 3:
+            raise ValueError(f"{where}: expected 'principals [options] keytype base64'")
+        principals = tuple(p for p in fields[0].split(",") if p)
+        rest = fields[1:]
+        namespaces: tuple[str, ...] = ()
+        after = before = None
+        if not re.match(r"^(ssh-|ecdsa-|sk-)", rest[0]):
+            for option in rest[0].split(","):
+                name, _, value = option.partition("=")
+                name = name.lower()
+                if name == "namespaces":
+                    namespaces = tuple(v for v in value.split(",") if v)
+                elif name == "valid-after":
+                    after = _timestamp(value, where)
+                elif name == "valid-before":
+                    before = _timestamp(value, where)
+                else:
+                    raise ValueError(f"{where}: option {name!r} is not supported")
+            rest = rest[1:]
+        if len(rest) < 2:
+            raise ValueError(f"{where}: expected a key after the principals and options")
+        key = f"{rest[0]} {rest[1]}"
+        try:
+            load_public_key(key)
+        except SSHSigError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        signers.append(AllowedSigner(principals, key, namespaces, after, before))
+    return signers
 
 
 # -- signing -------------------------------------------------------------------------------------

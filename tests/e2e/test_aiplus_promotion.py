@@ -15,8 +15,9 @@ from reconciler.devcluster.build import Toolchain
 from reconciler.devcluster.cluster import Cluster
 from reconciler.devcluster.provisioner import VolumeProvisioner
 from tests.e2e.conftest import Admin, Repo, daemon_config, git
-from tests.e2e.test_promotions import KEYS, Setup
+from tests.e2e.test_promotions import IDENTITIES, Setup
 from tests.helpers import wait_for
+from tests.support import ApproverKey
 
 pytestmark = pytest.mark.cluster
 ENVIRONMENTS = Path(__file__).resolve().parents[2] / "environments"
@@ -56,12 +57,10 @@ def test_ai_plus_promotion_from_staging_to_production(
     production Synced and Healthy on those tags."""
     shutil.copytree(ENVIRONMENTS, repo.work / "environments")
     repo.commit_and_push("environments")
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    approvers = []
-    for identity, secret in KEYS.items():
-        (keys / identity).write_text(secret)
-        approvers.append({"identity": identity, "secret_file": str(keys / identity)})
+    key_dir = tmp_path / "keys"
+    key_dir.mkdir()
+    keys = {identity: ApproverKey.create(key_dir, identity) for identity in IDENTITIES}
+    approvers = [{"identity": i, "keys": [k.public_line]} for i, k in keys.items()]
     daemon = daemon_config(
         tmp_path,
         repo_url=repo.url,
@@ -93,7 +92,9 @@ def test_ai_plus_promotion_from_staging_to_production(
     provisioner.start()
     try:
         daemon.start(toolchain)
-        setup = Setup(daemon, repo, "aiplus-staging", "aiplus-production", namespace, tmp_path, toolchain)
+        setup = Setup(
+            daemon, repo, "aiplus-staging", "aiplus-production", namespace, tmp_path, toolchain, keys
+        )
         started = time.monotonic()
         for env in ("cluster-addons", "aiplus-staging", "aiplus-production"):
             setup.wait_ready(env)

@@ -20,18 +20,14 @@ import pytest
 
 from reconciler.devcluster.build import Toolchain
 from reconciler.promotion.signing import KEY_HEADER, SIGNATURE_HEADER, make_body, signature
-from tests.e2e.conftest import DaemonProcess, Repo, daemon_config, git
+from tests.e2e.conftest import SECRET, DaemonProcess, Repo, daemon_config, git
 from tests.helpers import wait_for
-from tests.support import deployment
+from tests.support import ApproverKey, deployment
 
 pytestmark = pytest.mark.cluster
 
-KEYS = {
-    "alice@example.com": "alice-approver-secret-0123456789",
-    "bob@example.com": "bob-approver-secret-0123456789ab",
-    "carol@example.com": "carol-approver-secret-012345678",
-    "dev1@example.com": "dev1-approver-secret-0123456789a",  # the author of the test's commits
-}
+# the approvers: each signs with an SSH key of their own (dev1 authors the test's commits)
+IDENTITIES = ("alice@example.com", "bob@example.com", "carol@example.com", "dev1@example.com")
 
 
 def overlay(env: str, tag: str) -> str:
@@ -50,12 +46,25 @@ class Setup:
     namespace: str
     tmp_path: Path
     toolchain: Toolchain
+    keys: dict[str, ApproverKey]
 
-    def call(self, method: str, path: str, body: bytes | None = None, key: str = "", secret: str = "") -> Any:
-        headers = {"Content-Type": "application/json"}
-        if key:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        key: str = "",
+        secret: str = "",
+        signed: dict[str, str] | None = None,
+    ) -> Any:
+        """A call signed by ``key``'s own SSH key, or (``secret``) with an HMAC under that key id, or with
+        the ``signed`` headers as they are."""
+        headers = {"Content-Type": "application/json", **(signed or {})}
+        if secret:
             headers[KEY_HEADER] = key
-            headers[SIGNATURE_HEADER] = signature(secret or KEYS[key], body or b"")
+            headers[SIGNATURE_HEADER] = signature(secret, body or b"")
+        elif key and not signed:
+            headers.update(self.keys[key].headers(body or b""))
         request = urllib.request.Request(  # noqa: S310
             self.daemon.url + path, data=body, method=method, headers=headers
         )
@@ -136,12 +145,10 @@ def start(
     repo.commit_and_push("initial")
     staging, production = f"{namespace[:40]}-s", f"{namespace[:40]}-p"
     control = f"{namespace[:50]}-ctl"
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    approvers = []
-    for identity, secret in KEYS.items():
-        (keys / identity).write_text(secret)
-        approvers.append({"identity": identity, "secret_file": str(keys / identity), "groups": ["sre"]})
+    key_dir = tmp_path / "keys"
+    key_dir.mkdir()
+    keys = {identity: ApproverKey.create(key_dir, identity) for identity in IDENTITIES}
+    approvers = [{"identity": i, "keys": [k.public_line], "groups": ["sre"]} for i, k in keys.items()]
     settings = {
         "name": namespace[:40].rstrip("-"),
         "from": staging,
@@ -167,7 +174,7 @@ def start(
     daemon.extra_env.update(extra_env or {})
     repo.install_hook(daemon.port, tmp_path / "webhook-secret")
     daemon.start(toolchain)
-    setup = Setup(daemon, repo, staging, production, control, tmp_path, toolchain)
+    setup = Setup(daemon, repo, staging, production, control, tmp_path, toolchain, keys)
     setup.wait_ready(staging)
     setup.wait_ready(production)
     return setup
@@ -189,6 +196,25 @@ def push_staging_tag(setup: Setup, tag: str) -> str:
     revision = setup.repo.commit_and_push(f"staging: api {tag}")
     setup.wait_ready(setup.staging, revision)
     return revision
+
+
+def approve_with_ssh_keygen_and_curl(setup: Setup, path: str, payload: bytes) -> str:
+    """The documented way to approve without our CLI: ssh-keygen signs the body, curl sends it; the HTTP
+    status curl saw."""
+    body = setup.tmp_path / "approval.json"
+    body.write_bytes(payload)
+    key = setup.keys["alice@example.com"].private_key
+    subprocess.run(
+        ["ssh-keygen", "-q", "-Y", "sign", "-n", "reconciler-promotion", "-f", str(key), str(body)],
+        check=True,
+    )
+    script = (
+        "curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' "
+        "-H 'X-Reconciler-Key-Id: alice@example.com' "
+        f"-H \"X-Reconciler-Signature: sshsig=$(sed '1d;$d' {body}.sig | tr -d '\\n')\" "
+        f"--data-binary @{body} {setup.daemon.url}{path}"
+    )
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True, timeout=30).stdout
 
 
 def image_of(kube_sync: Any, namespace: str, name: str) -> str:
@@ -301,8 +327,18 @@ def test_refusals_are_audited_and_approvals_are_bound_to_the_revision(
     path = f"/api/v1/promotions/{promotion['id']}/approvals"
     status, body = setup.call("POST", path, payload, "alice@example.com", secret="forged-secret-0123456789")
     assert status == 401, body
-    status, body = setup.call("POST", path, payload, "alice@example.com")
-    assert status == 200, body
+    # whoever reads the daemon's secrets (here its webhook secret) still cannot sign as alice; nor can bob's
+    # key, nor a key of alice's that the policy does not list
+    status, body = setup.call("POST", path, payload, "alice@example.com", secret=SECRET)
+    assert status == 401, body
+    for signer in (setup.keys["bob@example.com"], ApproverKey.create(tmp_path, "alice@example.com")):
+        status, body = setup.call(
+            "POST", path, payload, signed=signer.headers(payload, key_id="alice@example.com")
+        )
+        assert status == 401, body
+        assert "SSH signature" in body["error"]
+    # alice approves with nothing but OpenSSH and curl
+    assert approve_with_ssh_keygen_and_curl(setup, path, payload) == "200"
     status, body = setup.call("POST", path, payload, "alice@example.com")  # the same request again
     assert status == 409, body
     assert "replayed" in body["error"]
@@ -314,8 +350,8 @@ def test_refusals_are_audited_and_approvals_are_bound_to_the_revision(
         for e in setup.events(kube_list)
         if e["involvedObject"]["name"] == promotion["id"] and e["reason"] == "Refused"
     ]
-    assert len(refused) >= 4, [e["message"] for e in refused]
-    assert setup.daemon.metric("reconciler_promotion_approvals_total", result="refused") >= 4
+    assert len(refused) >= 7, [e["message"] for e in refused]
+    assert setup.daemon.metric("reconciler_promotion_approvals_total", result="refused") >= 7
 
     # staging moves on: the pending promotion is superseded, and a late approval for R is refused
     second_revision = push_staging_tag(setup, "3")

@@ -17,6 +17,7 @@ import random
 import re
 import socket
 import string
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -32,22 +33,36 @@ from hypothesis import strategies as st
 from reconciler.daemon import Daemon
 from reconciler.metrics import Metrics
 from reconciler.promotion import api as promotion_api
-from reconciler.promotion.policy import Approver, Integration, PromotionSettings
+from reconciler.promotion.policy import Integration, PromotionSettings
 from reconciler.promotion.signing import ACTIONS, KEY_HEADER, SIGNATURE_HEADER, make_body, signature
 from reconciler.server import jsonbody, listener, openapi, webhooks
 from reconciler.server.app import Buckets, build_app
 from reconciler.settings import WebhookConfig, parse
+from tests.support import ApproverKey
 
 SECRET = "It's a Secret to Everybody"
-ALICE = "alice-secret-0123456789"
-BOB = "bob-secret-0123456789abc"
 BOT = "chatops-secret-0123456789"
-KEYS = {"alice@example.com": ALICE, "bob@example.com": BOB, "chatops": BOT}
+_KEYS_DIR = tempfile.TemporaryDirectory(prefix="hostile-approver-keys-")  # removed at exit
+APPROVERS = {i: ApproverKey.create(Path(_KEYS_DIR.name), i) for i in ("alice@example.com", "bob@example.com")}
+SIGNERS = (*APPROVERS, "chatops")
 PROVIDERS = ("github", "gitlab", "gitea", "bitbucket", "generic")
 PROMOTION_SETTINGS = PromotionSettings(
-    approvers=(Approver("alice@example.com", ALICE, frozenset({"sre"})), Approver("bob@example.com", BOB)),
+    approvers=(
+        APPROVERS["alice@example.com"].approver(frozenset({"sre"})),
+        APPROVERS["bob@example.com"].approver(),
+    ),
     integrations=(Integration("chatops", BOT, frozenset({"group:sre"})),),
 )
+
+
+def sign(key_id: str, body: bytes, secret: str = "") -> str:
+    """The signature header value of ``body``: an approver's SSH key, or an HMAC (``secret``, or the
+    integration's own)."""
+    if key_id in APPROVERS and not secret:
+        return APPROVERS[key_id].headers(body)[SIGNATURE_HEADER]
+    return signature(secret or BOT, body)
+
+
 CONFIG = WebhookConfig(
     secrets=dict.fromkeys(PROVIDERS, SECRET), max_body_bytes=1024 * 1024, body_timeout=5, rate_limit=10**6
 )
@@ -269,11 +284,11 @@ def push_body(provider: str, after: str = "b" * 40) -> bytes:
 
 
 def promotion_headers(
-    body: bytes, key_id: str = "alice@example.com", secret: str = ALICE
+    body: bytes, key_id: str = "alice@example.com", secret: str = ""
 ) -> list[tuple[str, str]]:
     return [
         (KEY_HEADER, key_id),
-        (SIGNATURE_HEADER, signature(secret, body)),
+        (SIGNATURE_HEADER, sign(key_id, body, secret)),
         ("Content-Type", "application/json"),
     ]
 
@@ -938,7 +953,7 @@ class Fuzz:
             "checkout_sha": lambda: "c" * 40,
             "changes": lambda: [{"refId": self.value(), "toHash": rnd.choice(["d" * 40, self.value()])}],
             "action": lambda: rnd.choice([*ACTIONS, "", self.value()]),
-            "identity": lambda: rnd.choice([*KEYS, "carol@example.com", "group:sre", self.value()]),
+            "identity": lambda: rnd.choice([*SIGNERS, "carol@example.com", "group:sre", self.value()]),
             "nonce": lambda: rnd.choice([self.text(TOKEN, 40), self.value()]),
             "timestamp": lambda: rnd.choice([int(time.time()) + rnd.randint(-400, 400), self.value()]),
             "promotion": lambda: rnd.choice(["p1", "p2", self.value()]),
@@ -1024,10 +1039,10 @@ class Fuzz:
             signed = body if scheme != "other-body" else body + b" "
             event = rnd.choice(["", "", "", "ping", "issues", "diagnostics:ping", "System Hook"])
             signing += [(_bytes(n), _bytes(v)) for n, v in webhook_headers(provider, signed, event=event)]
-            key = rnd.choice(sorted(KEYS))
+            key = rnd.choice(SIGNERS)
             signing += [
                 (KEY_HEADER.encode(), key.encode()),
-                (SIGNATURE_HEADER.encode(), signature(KEYS[key], signed).encode()),
+                (SIGNATURE_HEADER.encode(), sign(key, signed).encode()),
             ]
         elif scheme == "random":
             signing += [

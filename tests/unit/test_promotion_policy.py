@@ -10,12 +10,13 @@ import pytest
 
 from reconciler.promotion.policy import PolicyError, counted_approvals, parse, window_verdict
 
-ENVIRONS = {"RECONCILER_APPROVER_ALICE_EXAMPLE_COM_SECRET": "alice-secret-0123456789"}
+ALICE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl alice@laptop"
+ENVIRONS: dict[str, str] = {}
 
 
 def config(**pipeline: Any) -> dict[str, Any]:
     return {
-        "approvers": [{"identity": "alice@example.com", "groups": ["sre"]}],
+        "approvers": [{"identity": "alice@example.com", "keys": [ALICE_KEY], "groups": ["sre"]}],
         "pipelines": [
             {"name": "shop", "from": "staging", "to": "production", "approvers": ["group:sre"], **pipeline}
         ],
@@ -66,19 +67,48 @@ def test_errors_name_the_field(change: dict[str, Any], message: str) -> None:
         load(config(**change))
 
 
-def test_an_approver_without_a_secret_is_refused() -> None:
-    with pytest.raises(PolicyError, match=r"approvers\[0\]\.secret_file: required"):
-        parse(config(), Path("/"), ["staging", "production"], {})
+def test_an_approver_without_a_key_is_refused() -> None:
+    """An approver needs at least one SSH public key (here or in the allowed_signers file)."""
+    raw = config()
+    raw["approvers"][0].pop("keys")
+    with pytest.raises(PolicyError, match=r"approvers\[0\]\.keys: alice@example.com has no SSH public key"):
+        load(raw)
 
 
-def test_a_short_secret_is_refused() -> None:
-    with pytest.raises(PolicyError, match="shorter than 16"):
-        parse(
-            config(),
-            Path("/"),
-            ["staging", "production"],
-            {"RECONCILER_APPROVER_ALICE_EXAMPLE_COM_SECRET": "x"},
-        )
+def test_an_approver_with_a_shared_secret_is_refused() -> None:
+    """HMAC secrets are for integrations only: a person's approval must be unforgeable by the daemon."""
+    raw = config()
+    raw["approvers"][0]["secret_file"] = "/etc/alice"
+    with pytest.raises(PolicyError, match=r"approvers\[0\]\.secret_file: approvers sign with their own SSH"):
+        load(raw)
+
+
+def test_a_bad_public_key_names_its_field() -> None:
+    """A key line that is not a usable SSH public key names approvers[0].keys[1]."""
+    raw = config()
+    raw["approvers"][0]["keys"].append("ssh-ed25519 not-base64")
+    with pytest.raises(PolicyError, match=r"approvers\[0\]\.keys\[1\]"):
+        load(raw)
+
+
+def test_keys_from_an_allowed_signers_file(tmp_path: Path) -> None:
+    """OpenSSH's allowed_signers format: principals are approver identities; a principal that is not an
+    approver is an error; namespaces restrict what a key may sign."""
+    (tmp_path / "signers").write_text(
+        f'alice@example.com namespaces="reconciler-promotion" {ALICE_KEY}\n'
+        f'bob@example.com namespaces="git" {ALICE_KEY}\n'
+    )
+    raw = config()
+    raw["approvers"][0].pop("keys")
+    raw["approvers"].append({"identity": "bob@example.com"})
+    raw["allowed_signers_file"] = "signers"
+    settings = parse(raw, tmp_path, ["staging", "production"], {})
+    now = dt.datetime.now(dt.UTC)
+    assert len(settings.approver("alice@example.com").keys_valid(now)) == 1
+    assert settings.approver("bob@example.com").keys_valid(now) == []  # a Git-only key signs no approval
+    raw["approvers"].pop()
+    with pytest.raises(PolicyError, match=r"bob@example\.com is not an approver"):
+        parse(raw, tmp_path, ["staging", "production"], {})
 
 
 def test_windows_in_their_time_zone_and_deny_wins() -> None:
