@@ -1,7 +1,9 @@
 """HTTP routes of promotions: ``/api/v1/promotions`` (list, request, rollback), ``/{id}`` (read),
 ``/{id}/approvals`` and ``/{id}/rejections`` (signed decisions).
 
-Mutating calls are HMAC-signed (see ``signing``): a call without the signature headers is refused before
+Every call is signed (see ``signing``): reads too, since promotions name requesters, approvers and commit
+authors (a read signs its method, path and time, by an approver's SSH key or an integration's secret).
+Mutating calls a call without the signature headers is refused before
 its body is read, the body is capped and must arrive within a timeout, the signature is checked over the
 raw bytes before anything else, and every refusal is a 4xx with a short reason (and, for decisions on an
 existing promotion, an audited Event). Rate limits (429) keep calls without a valid signature (per source
@@ -17,13 +19,21 @@ from collections.abc import Callable
 from aiohttp import web
 
 from reconciler.promotion.controller import PromotionController, summary
-from reconciler.promotion.signing import MAX_BODY, SignedCall, authenticate, check, credentials
+from reconciler.promotion.signing import (
+    MAX_BODY,
+    SignedCall,
+    authenticate,
+    authenticate_read,
+    check,
+    credentials,
+)
 from reconciler.refusal import Refusal
-from reconciler.server.app import UNVERIFIED_LIMITED, Buckets, read_body, short
+from reconciler.server.app import UNVERIFIED_LIMITED, Buckets, RateLimiter, read_body, short
 
 BODY_TIMEOUT = 10.0
 RATE_LIMIT = 60  # per RATE_WINDOW seconds: signed calls per key, unsigned or forged ones per address
 RATE_WINDOW = 60.0
+READS_FACTOR = 10
 
 Lookup = Callable[[], PromotionController | None]
 
@@ -35,9 +45,10 @@ class RateLimited(Refusal):
 class _Routes:
     """How the handlers find the controller (created when the daemon starts), and the rate limits."""
 
-    def __init__(self, lookup: Lookup, buckets: Buckets) -> None:
+    def __init__(self, lookup: Lookup, buckets: Buckets, reads: RateLimiter) -> None:
         self.lookup = lookup
         self.buckets = buckets
+        self.reads = reads  # signed reads per key (a CLI or dashboard polls: READS_FACTOR times the calls)
 
 
 LOOKUP = web.AppKey("promotions", _Routes)
@@ -77,16 +88,37 @@ async def _signed(request: web.Request, controller: PromotionController) -> Sign
     return check(controller.settings, signer, body)
 
 
+def _read_refused(request: web.Request, controller: PromotionController) -> web.Response | None:
+    """None when the read is signed by a key of the policy; the refusal (401, or 429) otherwise."""
+    buckets = request.app[LOOKUP].buckets
+    source = request.remote or "unknown"
+    try:
+        signer = authenticate_read(controller.settings, request.headers, request.method, request.path_qs)
+    except Refusal as exc:
+        if not buckets.unverified(source):
+            return _limited(request, RateLimited(429, UNVERIFIED_LIMITED))
+        return _error(exc.status, exc.reason)
+    if not request.app[LOOKUP].reads.allow(signer.key_id):
+        return _limited(request, RateLimited(429, f"too many signed reads with key {signer.key_id!r}"))
+    return None
+
+
 async def list_promotions(request: web.Request) -> web.Response:
-    """GET /api/v1/promotions: every promotion, newest first."""
+    """GET /api/v1/promotions (signed read): every promotion, newest first."""
     controller = _controller(request)
+    refused = _read_refused(request, controller)
+    if refused is not None:
+        return refused
     items = [summary(b) for b in await controller.store.list()]
     return web.json_response({"promotions": list(reversed(items))})
 
 
 async def get_promotion(request: web.Request) -> web.Response:
-    """GET /api/v1/promotions/{id}."""
+    """GET /api/v1/promotions/{id} (signed read)."""
     controller = _controller(request)
+    refused = _read_refused(request, controller)
+    if refused is not None:
+        return refused
     body = await controller.store.get(request.match_info["id"])
     if body is None:
         return _error(404, f"no promotion named {request.match_info['id']!r}")
@@ -143,7 +175,9 @@ def add_routes(
     app: web.Application, lookup: Lookup, *, rate_limit: int = RATE_LIMIT, rate_window: float = RATE_WINDOW
 ) -> None:
     """Register the promotion routes; ``lookup`` returns the controller (None: not configured)."""
-    app[LOOKUP] = _Routes(lookup, Buckets(rate_limit, rate_window))
+    app[LOOKUP] = _Routes(
+        lookup, Buckets(rate_limit, rate_window), RateLimiter(rate_limit * READS_FACTOR, rate_window)
+    )
     app.router.add_get("/api/v1/promotions", list_promotions)
     app.router.add_post("/api/v1/promotions", create_promotion)
     app.router.add_get("/api/v1/promotions/{id}", get_promotion)

@@ -16,13 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from reconciler.promotion import sshsig
-from reconciler.promotion.signing import KEY_HEADER, SIGNATURE_HEADER, make_body, signature
+from reconciler.promotion.signing import (
+    KEY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    make_body,
+    read_message,
+    signature,
+)
 
 OPEN_PHASES = ("Pending", "Approved")
 
@@ -51,8 +59,8 @@ def _call(
         raise PromotionCommandError(f"cannot reach {url}: {exc}") from None
 
 
-def _signed(args: argparse.Namespace, action: str, **fields: Any) -> tuple[bytes, dict[str, str]]:
-    body = make_body(action, args.identity, **fields)
+def _signature_headers(args: argparse.Namespace, data: bytes) -> dict[str, str]:
+    """``data`` signed with the caller's SSH key (file or agent), or an integration's secret."""
     if args.secret_file:
         try:
             secret = Path(args.secret_file).read_text(encoding="utf-8").strip()
@@ -60,18 +68,30 @@ def _signed(args: argparse.Namespace, action: str, **fields: Any) -> tuple[bytes
             raise PromotionCommandError(
                 f"--secret-file: cannot read {args.secret_file}: {exc.strerror}"
             ) from None
-        return body, {KEY_HEADER: args.key_id or args.identity, SIGNATURE_HEADER: signature(secret, body)}
+        return {KEY_HEADER: args.key_id or args.identity, SIGNATURE_HEADER: signature(secret, data)}
     if not args.key:
         raise PromotionCommandError("sign with --key (your SSH key) or, for an integration, --secret-file")
     key = Path(args.key).expanduser()
     try:
         if key.suffix == ".pub":  # the public half: the running ssh-agent holds the private key
-            armored = sshsig.sign_with_agent(key.read_text(encoding="utf-8").strip(), body)
+            armored = sshsig.sign_with_agent(key.read_text(encoding="utf-8").strip(), data)
         else:
-            armored = sshsig.sign_with_key(key, body)
+            armored = sshsig.sign_with_key(key, data)
     except (OSError, sshsig.SSHSigError) as exc:
         raise PromotionCommandError(f"--key {args.key}: {exc}") from None
-    return body, {KEY_HEADER: args.identity, SIGNATURE_HEADER: sshsig.header_value(armored)}
+    return {KEY_HEADER: args.identity, SIGNATURE_HEADER: sshsig.header_value(armored)}
+
+
+def _signed(args: argparse.Namespace, action: str, **fields: Any) -> tuple[bytes, dict[str, str]]:
+    body = make_body(action, args.identity, **fields)
+    return body, _signature_headers(args, body)
+
+
+def _get(args: argparse.Namespace, path: str) -> Any:
+    """A signed read (promotions name people, so reads are signed like calls)."""
+    timestamp = str(int(time.time()))
+    headers = _signature_headers(args, read_message("GET", path, timestamp))
+    return _call(args.server, "GET", path, headers={**headers, TIMESTAMP_HEADER: timestamp})
 
 
 def _print(promotion: dict[str, Any], output: str) -> None:
@@ -119,11 +139,11 @@ def rollback(args: argparse.Namespace) -> int:
 def _open_promotion(args: argparse.Namespace) -> dict[str, Any]:
     """The promotion ``args`` name: by id, or the one open promotion of ``--pipeline``."""
     if args.id:
-        found: dict[str, Any] = _call(args.server, "GET", f"/api/v1/promotions/{args.id}")
+        found: dict[str, Any] = _get(args, f"/api/v1/promotions/{args.id}")
         return found
     if not args.pipeline:
         raise PromotionCommandError("name a promotion id, or --pipeline NAME for its open promotion")
-    items = _call(args.server, "GET", "/api/v1/promotions")["promotions"]
+    items = _get(args, "/api/v1/promotions")["promotions"]
     open_ones = [p for p in items if p.get("pipeline") == args.pipeline and p["phase"] in OPEN_PHASES]
     if len(open_ones) != 1:
         ids = ", ".join(p["id"] for p in open_ones) or "none"
@@ -159,9 +179,9 @@ def decide(args: argparse.Namespace) -> int:
 def promotions(args: argparse.Namespace) -> int:
     """List promotions (or show one)."""
     if args.id:
-        _print(_call(args.server, "GET", f"/api/v1/promotions/{args.id}"), args.output)
+        _print(_get(args, f"/api/v1/promotions/{args.id}"), args.output)
         return 0
-    items = _call(args.server, "GET", "/api/v1/promotions")["promotions"]
+    items = _get(args, "/api/v1/promotions")["promotions"]
     if args.output == "json":
         print(json.dumps(items, indent=2))
         return 0
@@ -217,7 +237,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = subparsers.add_parser("promotions", help="list promotions, or show one")
     p.add_argument("id", nargs="?", default="", help="a promotion id")
-    _common(p, signed=False)
+    _common(p, signed=True)
     p.set_defaults(handler=_guard(promotions))
 
     for name, approve in (("approve", True), ("reject", False)):

@@ -36,6 +36,7 @@ from reconciler.server.jsonbody import loads_object
 
 SSH_PREFIX = "sshsig="
 KEY_HEADER = "X-Reconciler-Key-Id"
+TIMESTAMP_HEADER = "X-Reconciler-Timestamp"  # of a signed read
 SIGNATURE_HEADER = "X-Reconciler-Signature"
 MAX_BODY = 64 * 1024
 ACTIONS = ("request", "approve", "reject", "rollback")
@@ -115,6 +116,32 @@ def authenticate(
     if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass")) or not secret:
         raise SignatureError(401, "invalid signature or unknown key")
     return Signer(key_id, None, integration)
+
+
+def read_message(method: str, path: str, timestamp: str) -> bytes:
+    """What a signed read signs: ``METHOD PATH?QUERY`` and the Unix time, on two lines (never a JSON
+    object, so a read signature can never pass for a call)."""
+    return f"{method} {path}\n{timestamp}".encode()
+
+
+def authenticate_read(
+    settings: PromotionSettings,
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    *,
+    now: float | None = None,
+) -> Signer:
+    """The approver or integration that signed this read (401 otherwise): promotions name requesters,
+    approvers and commit authors, so only the people and systems of the policy may read them."""
+    credentials(headers)
+    raw = headers.get(TIMESTAMP_HEADER, "")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
+        raise SignatureError(401, f"a signed read needs {TIMESTAMP_HEADER} (Unix seconds)")
+    current = time.time() if now is None else now
+    if abs(current - int(raw)) > settings.timestamp_window:
+        raise SignatureError(401, "timestamp outside the allowed window (a replay, or a wrong clock)")
+    return authenticate(settings, headers, read_message(method, path, raw), now=now)
 
 
 def make_body(action: str, identity: str, **fields: Any) -> bytes:

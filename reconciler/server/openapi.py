@@ -268,10 +268,36 @@ SCHEMAS["PromotionList"] = {
 }
 _SIGNED = {
     "required": True,
-    "description": "A JSON body signed with HMAC-SHA256 by the caller's secret (docs/promotions.md).",
+    "description": (
+        "A JSON body signed by the caller: an approver with their own SSH key (X-Reconciler-Signature: "
+        "sshsig=<base64 SSHSIG, namespace reconciler-promotion>), an integration with HMAC-SHA256 of its "
+        "secret (sha256=<hex>); X-Reconciler-Key-Id names the key (docs/promotions.md)."
+    ),
     "content": {JSON: {"schema": {"type": "object"}}},
 }
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+# promotions name requesters, approvers and commit authors: reads are signed like calls
+_SIGNED_READ = [
+    {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+    for name, description in (
+        ("X-Reconciler-Key-Id", "the approver identity or integration name whose key signs"),
+        ("X-Reconciler-Timestamp", "Unix seconds, within the policy's timestamp window"),
+        (
+            "X-Reconciler-Signature",
+            "sshsig=<base64> (approver) or sha256=<hex> (integration) over 'GET PATH?QUERY\\nTIMESTAMP'",
+        ),
+    )
+]
+_READ_REFUSED = {
+    "401": _json("unsigned read, invalid signature, unknown key, or stale timestamp", _ref("Error")),
+    "429": _json("too many reads (signed ones per key; unsigned ones per address)", _ref("Error")),
+}
 _REFUSED = {
     "401": _json("missing or invalid signature, unknown key, or stale timestamp", _ref("Error")),
     "403": _json("the key may not act for the identity, or the identity may not decide", _ref("Error")),
@@ -281,11 +307,13 @@ _REFUSED = {
 }
 PATHS["/api/v1/promotions"] = {
     "get": {
-        "summary": "Every promotion, newest first.",
+        "summary": "Every promotion, newest first (a signed read).",
         "operationId": "listPromotions",
+        "parameters": _SIGNED_READ,
         "responses": {
             "200": _json("every promotion", _ref("PromotionList")),
             "404": _json("promotions are not configured", _ref("Error")),
+            **_READ_REFUSED,
         },
     },
     "post": {
@@ -297,12 +325,13 @@ PATHS["/api/v1/promotions"] = {
 }
 PATHS["/api/v1/promotions/{id}"] = {
     "get": {
-        "summary": "One promotion.",
+        "summary": "One promotion (a signed read).",
         "operationId": "getPromotion",
-        "parameters": _ID,
+        "parameters": _ID + _SIGNED_READ,
         "responses": {
             "200": _json("the promotion", _ref("Promotion")),
             "404": _json("no such promotion", _ref("Error")),
+            **_READ_REFUSED,
         },
     }
 }

@@ -220,7 +220,7 @@ def test_two_requests_sent_at_the_same_moment_to_two_replicas_leave_exactly_one_
     assert len(names) == 2
 
     def settled() -> list[dict[str, Any]] | None:
-        items = leader.daemon.get_json("/api/v1/promotions")["promotions"]
+        items = leader.read("/api/v1/promotions")["promotions"]
         ours = [p for p in items if p["id"] in names]
         return ours if len(ours) == 2 and all(p["phase"] for p in ours) else None
 

@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 from reconciler.devcluster.build import Toolchain
-from reconciler.promotion.signing import KEY_HEADER, SIGNATURE_HEADER, make_body, signature
+from reconciler.promotion.signing import (
+    KEY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    make_body,
+    read_message,
+    signature,
+)
 from tests.e2e.conftest import SECRET, DaemonProcess, Repo, daemon_config, git
 from tests.helpers import wait_for
 from tests.support import ApproverKey, deployment
@@ -87,8 +94,21 @@ class Setup:
         kind = "approvals" if approve else "rejections"
         return self.call("POST", f"/api/v1/promotions/{promotion['id']}/{kind}", body, identity)
 
+    def read(self, path: str, identity: str = "alice@example.com") -> Any:
+        """A signed read of the promotions API (it names people, so reads are signed too)."""
+        timestamp = str(int(time.time()))
+        headers = self.keys[identity].headers(read_message("GET", path, timestamp))
+        request = urllib.request.Request(  # noqa: S310
+            self.daemon.url + path, headers={**headers, TIMESTAMP_HEADER: timestamp}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return json.loads(exc.read())
+
     def promotion(self, name: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.daemon.get_json(f"/api/v1/promotions/{name}")
+        result: dict[str, Any] = self.read(f"/api/v1/promotions/{name}")
         return result
 
     def wait_phase(self, name: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
@@ -317,6 +337,10 @@ def test_refusals_are_audited_and_approvals_are_bound_to_the_revision(
     status, promotion = setup.request()
     assert status == 201, promotion
 
+    # reads name people: unsigned ones are refused, signed ones by a key of the policy answered
+    assert setup.daemon.get_status("/api/v1/promotions") == 401
+    assert setup.daemon.get_status(f"/api/v1/promotions/{promotion['id']}") == 401
+    assert setup.read(f"/api/v1/promotions/{promotion['id']}", "carol@example.com")["id"] == promotion["id"]
     status, body = setup.decide(promotion, "carol@example.com")  # a known key, not on the list
     assert status == 403, body
     assert "not on the approver list" in body["error"]
@@ -512,7 +536,7 @@ def test_automatic_request_when_staging_is_healthy_at_new_inputs_then_expiry(
     revision = push_staging_tag(setup, "2")
 
     def automatic() -> Any:
-        items = setup.daemon.get_json("/api/v1/promotions")["promotions"]
+        items = setup.read("/api/v1/promotions")["promotions"]
         return [p for p in items if p["revision"] == revision]
 
     found = wait_for(automatic, timeout=30, what="an automatic promotion request")

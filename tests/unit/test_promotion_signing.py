@@ -15,8 +15,11 @@ from reconciler.promotion.policy import Integration, PromotionSettings
 from reconciler.promotion.signing import (
     KEY_HEADER,
     SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     SignatureError,
+    authenticate_read,
     make_body,
+    read_message,
     signature,
     verify,
 )
@@ -144,3 +147,27 @@ def test_malformed_signed_bodies_get_400_not_a_crash(
         with pytest.raises(SignatureError) as refused:
             verify(settings, keys["alice"].headers(body), body)
         assert refused.value.status == 400
+
+
+def test_reads_are_signed_for_their_path_and_time(
+    settings: PromotionSettings, keys: dict[str, ApproverKey]
+) -> None:
+    """A read signs 'GET PATH' and the time: accepted for that path, refused for another path, without
+    a timestamp, with a stale one, or signed by a key outside the policy."""
+    now = int(time.time())
+    path = "/api/v1/promotions/p1"
+    headers = {**keys["alice"].headers(read_message("GET", path, str(now))), TIMESTAMP_HEADER: str(now)}
+    assert authenticate_read(settings, headers, "GET", path).key_id == "alice@example.com"
+    for method, other_path, changed in (
+        ("GET", "/api/v1/promotions", headers),
+        ("GET", path, {k: v for k, v in headers.items() if k != TIMESTAMP_HEADER}),
+        ("GET", path, {**headers, TIMESTAMP_HEADER: str(now - 3600)}),
+        (
+            "GET",
+            path,
+            {**keys["mallory"].headers(read_message("GET", path, str(now))), TIMESTAMP_HEADER: str(now)},
+        ),
+    ):
+        with pytest.raises(SignatureError) as refused:
+            authenticate_read(settings, changed, method, other_path)
+        assert refused.value.status == 401
