@@ -5,18 +5,24 @@ clone under ``<cache>/promotions/work``: fetch, hard-reset to the remote branch,
 with the ``Promotion: <id>`` trailer, push without force. A rejected push (someone pushed first) is
 answered by fetching, resetting onto the new head and applying the edit again, never by forcing. Before
 writing, the remote branch is searched for the trailer, so a promotion whose commit already landed (the
-daemon died after the push) is never committed twice.
+daemon died after the push) is never committed twice. With a signing key (``promotions.signing_key``)
+the commit is SSH-signed by the daemon's own key (``gpgsig``, namespace ``git``, as ``git commit -S``
+with ``gpg.format=ssh`` makes it), so a repository that only syncs verified commits accepts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import git
+from gitdb import IStream
 
+from reconciler.promotion import sshsig
 from reconciler.source.git import GitError, GitSource, redact_url
 
 _TIMEOUT = 120
@@ -28,11 +34,14 @@ Edit = Callable[[Path], list[str]]
 class GitWriter:
     """Promotion commits to the environments repository."""
 
-    def __init__(self, source: GitSource, author_name: str, author_email: str) -> None:
+    def __init__(
+        self, source: GitSource, author_name: str, author_email: str, signing_key: Path | None = None
+    ) -> None:
         self.source = source
         self.work = source.cache_dir / "promotions" / "work"
         self.author = git.Actor(author_name, author_email)
         self.branch = source.config.branch
+        self.signing_key = signing_key
 
     # -- reads (the mirror) -------------------------------------------------------------------------
     def _mirror(self) -> git.Repo:
@@ -129,7 +138,7 @@ class GitWriter:
                 if not changed:
                     return "", False
                 repo.index.add(changed)
-                commit = repo.index.commit(message, author=self.author, committer=self.author)
+                sha = self._commit(repo, message)
                 try:
                     self._run(repo, "push", "origin", f"HEAD:refs/heads/{self.branch}")
                 except git.GitCommandError as exc:
@@ -137,10 +146,29 @@ class GitWriter:
                     if "rejected" in last or "fetch first" in last or "non-fast-forward" in last:
                         continue  # someone pushed first: rebase our edit onto their commit
                     raise
-                return str(commit.hexsha), True
+                return sha, True
             except (git.GitError, OSError) as exc:
                 raise GitError(f"committing promotion {promotion}: {_detail(exc)}") from None
         raise GitError(f"committing promotion {promotion}: the push kept being rejected ({last})")
+
+    def _commit(self, repo: git.Repo, message: str) -> str:
+        """Commit the index on HEAD (signed with ``signing_key`` when there is one); the new sha."""
+        if self.signing_key is None:
+            return str(repo.index.commit(message, author=self.author, committer=self.author).hexsha)
+        tree = repo.index.write_tree()
+        person = f"{self.author.name} <{self.author.email}> {int(time.time())} +0000"
+        text = message if message.endswith("\n") else message + "\n"
+        headers = (
+            f"tree {tree.hexsha}\nparent {repo.head.commit.hexsha}\nauthor {person}\ncommitter {person}\n"
+        )
+        armored = sshsig.sign_with_key(self.signing_key, f"{headers}\n{text}".encode(), namespace="git")
+        signature = armored.rstrip("\n").replace("\n", "\n ")
+        signed = f"{headers}gpgsig {signature}\n\n{text}"
+        data = signed.encode()
+        stored = repo.odb.store(IStream(b"commit", len(data), io.BytesIO(data)))
+        sha = stored.hexsha.decode() if isinstance(stored.hexsha, bytes) else str(stored.hexsha)
+        self._run(repo, "update-ref", f"refs/heads/{self.branch}", sha)
+        return sha
 
     def find_head(self) -> str:
         """The remote branch head as the work clone last fetched it."""

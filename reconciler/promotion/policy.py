@@ -48,6 +48,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from reconciler.config_fields import ConfigError, boolean, expect, mapping, number, unknown
 from reconciler.config_fields import secret as check_secret
+from reconciler.promotion import sshsig
 from reconciler.promotion.sshsig import NAMESPACE, AllowedSigner, SSHSigError, parse_allowed_signers
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -141,6 +142,9 @@ class PromotionSettings:
     timestamp_window: float = 300.0
     author_name: str = "reconciler"
     author_email: str = "reconciler@localhost"
+    # the daemon's own SSH key: its promotion commits are signed with it (list its public key in
+    # repository.verify.allowed_signers, so the daemon's own commits verify)
+    signing_key: Path | None = None
 
     def pipeline(self, source: str, target: str) -> Pipeline | None:
         """The pipeline from ``source`` to ``target``, if configured."""
@@ -256,6 +260,21 @@ def _allowed_signers_file(value: Any, base: Path) -> list[AllowedSigner]:
         raise PolicyError(f"{where}: {exc}") from None
 
 
+def _signing_key(value: Any, base: Path) -> Path | None:
+    """The daemon's own SSH private key for signing its promotion commits (checked to load)."""
+    if value is None:
+        return None
+    where = "promotions.signing_key"
+    if not isinstance(value, str) or not value:
+        raise PolicyError(f"{where}: expected the path of an SSH private key file")
+    path = Path(value) if Path(value).is_absolute() else (base / value).resolve()
+    try:
+        sshsig.sign_with_key(path, b"reconciler: can this key sign?", namespace="git")
+    except (OSError, SSHSigError) as exc:
+        raise PolicyError(f"{where}: {path} cannot sign ({exc})") from None
+    return path
+
+
 def _env_key(name: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", name.upper())
 
@@ -304,7 +323,15 @@ def parse(
     section = mapping(raw, "promotions")
     unknown(
         section,
-        {"approvers", "allowed_signers_file", "integrations", "pipelines", "timestamp_window", "author"},
+        {
+            "approvers",
+            "allowed_signers_file",
+            "integrations",
+            "pipelines",
+            "timestamp_window",
+            "author",
+            "signing_key",
+        },
         "promotions",
     )
     known_envs = set(environments)
@@ -436,7 +463,9 @@ def parse(
         raise PolicyError("promotions.pipelines: one pipeline per target environment")
     author = mapping(section.get("author"), "promotions.author")
     unknown(author, {"name", "email"}, "promotions.author")
+    signing_key = _signing_key(section.get("signing_key"), base)
     return PromotionSettings(
+        signing_key=signing_key,
         pipelines=tuple(pipelines),
         approvers=tuple(approvers),
         integrations=tuple(integrations),
