@@ -52,6 +52,11 @@ class LiveCache:
         """Call ``listener(event_type, key, object)`` for every ADDED/MODIFIED/DELETED event."""
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (no error when it was not subscribed)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
     async def ensure(self, info: ResourceInfo, timeout: float = 30.0) -> KindCache:
         """Start watching a kind (once) and wait until its first list has arrived."""
         ident = (info.group, info.kind)
