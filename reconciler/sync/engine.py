@@ -15,7 +15,7 @@ import structlog
 
 from reconciler.drift import FightGuard
 from reconciler.health import HealthStatus, aggregate
-from reconciler.inventory import Inventory, InventoryEntry, InventoryStore
+from reconciler.inventory import Inventory, InventoryStore
 from reconciler.kube.cache import LiveCache
 from reconciler.kube.client import KubeClient
 from reconciler.kube.errors import KubeError
@@ -23,6 +23,7 @@ from reconciler.objects import Action, ChangeSetEntry, Manifest, ObjectKey
 from reconciler.plan.diff import scrub, secret_values, unified_diff
 from reconciler.plan.ordering import Stage, WaveError, plan_stages
 from reconciler.render import Renderer, RenderError, RenderOptions
+from reconciler.sync import ledger
 from reconciler.sync.access import AccessCheck, effective_policy
 from reconciler.sync.apply import Applier
 from reconciler.sync.correction import DriftCorrector, DriftListener
@@ -197,17 +198,17 @@ class Engine:
         if options.dry_run:
             await self._dry_run(objects, previous, options, result, progress)
             return
-        inventory = await self._record_before(env, previous, objects)
+        inventory = await ledger.before(self.inventory, env, previous, objects)
         applied = {key: p.hash for key, p in objects.items() if not p.writes}
         try:
             await self._apply(stages, objects, options, result, progress, applied)
         finally:
-            inventory = await self._record_applied(env, inventory, objects, applied)
+            inventory = await ledger.applied(self.inventory, env, inventory, objects, applied)
         with _timed(result, "prune"):
             policy = effective_policy(options, self.inventory.namespace)
             keep = await self.pruner.prune(previous, set(objects), options, policy, result, progress)
-        result.inventory_size = await self._record_final(
-            env, inventory, previous, objects, applied, keep, options
+        result.inventory_size = await ledger.final(
+            self.inventory, env, (inventory, previous), objects, applied, keep, options.revision
         )
         self.corrector.remember(env, (p.manifest for p in objects.values()), options.revision)
         await self._conclude(objects, to_write, options, result, progress)
@@ -267,55 +268,6 @@ class Engine:
         await self.pruner.prune(previous, set(objects), options, policy, result, progress)
         result.synced = not to_write and not (previous.keys - set(objects))
         result.end(Condition.READY, Reason.DRY_RUN, f"dry run: {result.changeset.summary()}")
-
-    # -- the inventory: before the first write, after the writes, after the prune ---------------
-    async def _record_before(self, env: str, previous: Inventory, objects: Planned) -> Inventory:
-        """Previous ∪ desired, saved before the first write: everything we may create is recorded."""
-        before = previous.merged(
-            {
-                key: InventoryEntry(p.manifest.api_version, key, "" if p.writes else p.hash)
-                for key, p in objects.items()
-            }
-        )
-        before.revision = previous.revision
-        if before.to_json() != previous.to_json():
-            await self.inventory.save(env, before)
-        return before
-
-    async def _record_applied(
-        self, env: str, inventory: Inventory, objects: Planned, applied: dict[ObjectKey, str]
-    ) -> Inventory:
-        """The hashes of what was written, saved even when a stage failed."""
-        after = inventory.merged(
-            {
-                key: InventoryEntry(objects[key].manifest.api_version, key, digest)
-                for key, digest in applied.items()
-            }
-        )
-        if applied and after.to_json() != inventory.to_json():
-            await self.inventory.save(env, after)
-            return after
-        return inventory
-
-    async def _record_final(
-        self,
-        env: str,
-        inventory: Inventory,
-        previous: Inventory,
-        objects: Planned,
-        applied: dict[ObjectKey, str],
-        keep: set[ObjectKey],
-        options: SyncOptions,
-    ) -> int:
-        """Desired plus what the prune kept for a retry, saved; its size."""
-        final = Inventory.of(
-            [InventoryEntry(p.manifest.api_version, key, applied.get(key, "")) for key, p in objects.items()]
-            + [previous.entries[key] for key in keep],
-            revision=options.revision or previous.revision,
-        )
-        if final.to_json() != inventory.to_json():
-            await self.inventory.save(env, final)
-        return len(final.entries)
 
     async def _conclude(
         self,
