@@ -1,135 +1,209 @@
-"""The ``reconciler`` command line: argument parsing and printing only; the work lives elsewhere."""
+"""The ``reconciler`` command line: the command tree, ``version``, the ``dev-cluster`` commands, and the
+one place that turns errors into ``error: ...`` and an exit status.
+
+Commands are grouped in the help as the daemon (``run``, ``status``), the one-shot engine (``render``,
+``diff``, ``sync``, in ``commands``), promotions (in ``promotion.cli``) and the local control plane
+(``dev-cluster``). Typer provides ``--install-completion`` and ``--show-completion``. Printing goes
+through ``console``; the work lives elsewhere.
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
+import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
 
 from reconciler import __version__, commands
-from reconciler.devcluster import Cluster, DevClusterError, list_clusters
-from reconciler.devcluster.build import ensure_toolchain
+from reconciler.console import CommandError, Output, emit, print_error, print_table
+from reconciler.promotion import cli as promotion_cli
+
+DEV_CLUSTER = "Local control plane"
+OTHER = "Other"
+NAME = Annotated[str, typer.Option("--name", help="cluster name")]
+
+
+class ReportingGroup(TyperGroup):
+    """A command group that prints a CommandError as ``error: MESSAGE`` and exits with status 2."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context
+        """Run the chosen command, reporting the errors a person can act on without a traceback."""
+        try:
+            return super().invoke(ctx)
+        except CommandError as exc:
+            print_error(str(exc))
+            raise typer.Exit(2) from None
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"reconciler {__version__}")
+        raise typer.Exit
+
+
+app = typer.Typer(
+    name="reconciler",
+    cls=ReportingGroup,
+    help="Event-driven GitOps reconciler for kustomize environments.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+dev_cluster = typer.Typer(
+    cls=ReportingGroup,
+    no_args_is_help=True,
+    short_help="Run a local Kubernetes control plane for the demo and the tests.",
+    help="Run a local Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok) "
+    "for the demo and the tests: built once, cached by version under ~/.cache/reconciler, on loopback, "
+    "with fake nodes that kwok keeps Ready.",
+)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+) -> None:
+    """Event-driven GitOps reconciler for kustomize environments."""
+
+
+@contextmanager
+def _dev_cluster_errors() -> Iterator[None]:
+    from reconciler.devcluster import DevClusterError  # noqa: PLC0415 - loaded only for dev-cluster
+
+    try:
+        yield
+    except DevClusterError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _dev_cluster_up(args: argparse.Namespace) -> int:
-    cluster = Cluster(args.name)
-    kubeconfig = cluster.up(_progress, nodes=args.nodes)
-    tools = ensure_toolchain(_progress)
+def version(output: Output = "table") -> None:
+    """Print the version of reconciler and of the tools it pins."""
+    from reconciler.devcluster import versions  # noqa: PLC0415
+
+    data = {
+        "reconciler": __version__,
+        "python": platform.python_version(),
+        "kustomize": versions.KUSTOMIZE_VERSION,
+        "kubernetes": versions.KUBERNETES_VERSION,
+    }
+
+    def human() -> None:
+        print(f"reconciler {__version__}")
+        print(f"python     {data['python']}")
+        print(f"kustomize  {data['kustomize']} (pinned for rendering)")
+        print(f"kubernetes {data['kubernetes']} (the local control plane's)")
+
+    emit(output, data, human)
+
+
+@dev_cluster.command("up")
+def dev_cluster_up(
+    name: NAME = "default",
+    nodes: Annotated[int, typer.Option("--nodes", help="number of fake nodes")] = 3,
+) -> None:
+    """Start (or reuse) a cluster; prints its kubeconfig path last."""
+    from reconciler.devcluster import Cluster, ensure_toolchain  # noqa: PLC0415
+
+    with _dev_cluster_errors():
+        kubeconfig = Cluster(name).up(_progress, nodes=nodes)
+        tools = ensure_toolchain(_progress)
     _progress(f"kubectl: {tools.kubectl}")
     _progress(f"try:     {tools.kubectl} --kubeconfig {kubeconfig} get nodes")
     print(kubeconfig)
-    return 0
 
 
-def _dev_cluster_build(args: argparse.Namespace) -> int:
-    tools = ensure_toolchain(_progress)
-    for name, path in vars(tools).items():
-        print(f"{name:<24} {path}")
-    return 0
+@dev_cluster.command("build")
+def dev_cluster_build(output: Output = "table") -> None:
+    """Build the pinned binaries into the cache if missing, and list them."""
+    from reconciler.devcluster import ensure_toolchain  # noqa: PLC0415
+
+    with _dev_cluster_errors():
+        tools = ensure_toolchain(_progress)
+    paths = {name: str(path) for name, path in vars(tools).items()}
+    emit(output, paths, lambda: print_table(("BINARY", "PATH"), list(paths.items())))
 
 
-def _dev_cluster_down(args: argparse.Namespace) -> int:
-    if not Cluster(args.name).down(_progress):
-        _progress(f"no cluster named {args.name!r}")
-    return 0
+@dev_cluster.command("down")
+def dev_cluster_down(name: NAME = "default") -> None:
+    """Stop a cluster's processes (by pid) and remove its files."""
+    from reconciler.devcluster import Cluster  # noqa: PLC0415
+
+    with _dev_cluster_errors():
+        if not Cluster(name).down(_progress):
+            _progress(f"no cluster named {name!r}")
 
 
-def _dev_cluster_kubeconfig(args: argparse.Namespace) -> int:
-    cluster = Cluster(args.name)
+@dev_cluster.command("kubeconfig")
+def dev_cluster_kubeconfig(name: NAME = "default") -> None:
+    """Print the path of a cluster's kubeconfig."""
+    from reconciler.devcluster import Cluster  # noqa: PLC0415
+
+    cluster = Cluster(name)
     if cluster.load_state() is None:
-        _progress(
-            f"no cluster named {args.name!r}; start it with `reconciler dev-cluster up --name {args.name}`"
-        )
-        return 1
+        _progress(f"no cluster named {name!r}; start it with `reconciler dev-cluster up --name {name}`")
+        raise typer.Exit(1)
     print(cluster.kubeconfig_path)
-    return 0
 
 
-def _dev_cluster_status(args: argparse.Namespace) -> int:
-    statuses = [cluster.status() for cluster in list_clusters()]
-    if args.output == "json":
-        print(
-            json.dumps(
-                [
-                    {
-                        "name": s.name,
-                        "state": s.state,
-                        "server": s.server,
-                        "kubeconfig": s.kubeconfig,
-                        "processes": [{"name": p.name, "pid": p.pid, "alive": p.alive} for p in s.processes],
-                    }
-                    for s in statuses
-                ],
-                indent=2,
-            )
+@dev_cluster.command("status")
+def dev_cluster_status(output: Output = "table") -> None:
+    """List the local clusters and whether their processes run."""
+    from reconciler.devcluster import list_clusters  # noqa: PLC0415
+
+    with _dev_cluster_errors():
+        statuses = [cluster.status() for cluster in list_clusters()]
+    data = [
+        {
+            "name": s.name,
+            "state": s.state,
+            "server": s.server,
+            "kubeconfig": s.kubeconfig,
+            "processes": [{"name": p.name, "pid": p.pid, "alive": p.alive} for p in s.processes],
+        }
+        for s in statuses
+    ]
+
+    def human() -> None:
+        if not statuses:
+            print("no local clusters; start one with `reconciler dev-cluster up`")
+            return
+        print_table(
+            ("NAME", "STATE", "SERVER", "KUBECONFIG"),
+            [(s.name, s.state, s.server, s.kubeconfig) for s in statuses],
         )
-        return 0
-    if not statuses:
-        print("no local clusters; start one with `reconciler dev-cluster up`")
-        return 0
-    print(f"{'NAME':<20} {'STATE':<9} {'SERVER':<26} KUBECONFIG")
-    for s in statuses:
-        print(f"{s.name:<20} {s.state:<9} {s.server:<26} {s.kubeconfig}")
-        for p in s.processes:
-            if not p.alive:
-                print(f"  {p.name} (pid {p.pid}) is not running")
-    return 0
+        for s in statuses:
+            for p in s.processes:
+                if not p.alive:
+                    print(f"  {s.name}: {p.name} (pid {p.pid}) is not running")
+
+    emit(output, data, human)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (also used to check that the docs match the CLI)."""
-    parser = argparse.ArgumentParser(
-        prog="reconciler",
-        description="Event-driven GitOps reconciler for kustomize environments.",
-    )
-    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    dev = subparsers.add_parser(
-        "dev-cluster",
-        help="run a local Kubernetes control plane (etcd, kube-apiserver, controller-manager, "
-        "scheduler, kwok) for the demo and the tests",
-        description="Build (once, cached by version under ~/.cache/reconciler) and run a local "
-        "Kubernetes control plane on loopback, with fake nodes that kwok keeps Ready.",
-    )
-    dev_commands = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
-    up = dev_commands.add_parser("up", help="start (or reuse) a cluster; prints its kubeconfig path last")
-    up.add_argument("--name", default="default", help="cluster name (default: %(default)s)")
-    up.add_argument("--nodes", type=int, default=3, help="number of fake nodes (default: %(default)s)")
-    up.set_defaults(handler=_dev_cluster_up)
-    build = dev_commands.add_parser(
-        "build", help="build the pinned binaries into the cache if missing, and list them"
-    )
-    build.set_defaults(handler=_dev_cluster_build)
-    down = dev_commands.add_parser("down", help="stop a cluster's processes and remove its files")
-    down.add_argument("--name", default="default", help="cluster name (default: %(default)s)")
-    down.set_defaults(handler=_dev_cluster_down)
-    kubeconfig = dev_commands.add_parser("kubeconfig", help="print the path of a cluster's kubeconfig")
-    kubeconfig.add_argument("--name", default="default", help="cluster name (default: %(default)s)")
-    kubeconfig.set_defaults(handler=_dev_cluster_kubeconfig)
-    status = dev_commands.add_parser("status", help="list local clusters and whether they run")
-    status.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    status.set_defaults(handler=_dev_cluster_status)
-    commands.register(subparsers)
-    return parser
+commands.register(app)
+promotion_cli.register(app)
+app.add_typer(dev_cluster, name="dev-cluster", rich_help_panel=DEV_CLUSTER)
+app.command("version", rich_help_panel=OTHER)(version)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``reconciler`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``reconciler`` console script (and of ``python -m reconciler.cli``)."""
+    command = typer.main.get_command(app)
     try:
-        result: int = args.handler(args)
-    except (DevClusterError, commands.CommandError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return result
+        command.main(args=list(argv) if argv is not None else None, prog_name="reconciler")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,19 +9,33 @@ fresh nonce and the time), so the daemon can check who acts without any session 
 
 ``approve`` shows what is being approved (revision, commits, images) and asks first, unless ``--yes``;
 ``approve --pipeline NAME`` approves the one open promotion of a pipeline.
+
+This module owns the commands' options (typer, registered by ``register``), the signed HTTP calls and
+how a promotion is printed (``-o table|json|yaml``); the signing itself is ``signing`` and ``sshsig``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
+
+from reconciler.console import (
+    DEFAULT_SERVER,
+    CommandError,
+    Output,
+    Server,
+    daemon_unreachable,
+    print_data,
+    print_table,
+)
 from reconciler.promotion import sshsig
 from reconciler.promotion.signing import (
     KEY_HEADER,
@@ -33,10 +47,22 @@ from reconciler.promotion.signing import (
 )
 
 OPEN_PHASES = ("Pending", "Approved")
+PANEL = "Promotions"
 
 
-class PromotionCommandError(Exception):
-    """A promotion command failed; the message says why."""
+class PromotionCommandError(CommandError):
+    """A promotion command failed; the message says why (printed as ``error: ...``, exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls the daemon and how: its URL, the identity acting, and what signs (a key or a secret)."""
+
+    server: str
+    identity: str
+    key: str = ""
+    secret_file: str = ""
+    key_id: str = ""
 
 
 def _call(
@@ -55,11 +81,13 @@ def _call(
         except (ValueError, AttributeError):
             reason = ""
         raise PromotionCommandError(f"{method} {url}: {exc.code} {reason or exc.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise PromotionCommandError(f"cannot reach {url}: {exc}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise PromotionCommandError(str(daemon_unreachable(server, exc))) from None
+    except ValueError:
+        raise PromotionCommandError(f"{method} {url}: the answer is not JSON") from None
 
 
-def _signature_headers(args: argparse.Namespace, data: bytes) -> dict[str, str]:
+def _signature_headers(args: Caller, data: bytes) -> dict[str, str]:
     """``data`` signed with the caller's SSH key (file or agent), or an integration's secret."""
     if args.secret_file:
         try:
@@ -82,12 +110,12 @@ def _signature_headers(args: argparse.Namespace, data: bytes) -> dict[str, str]:
     return {KEY_HEADER: args.identity, SIGNATURE_HEADER: sshsig.header_value(armored)}
 
 
-def _signed(args: argparse.Namespace, action: str, **fields: Any) -> tuple[bytes, dict[str, str]]:
+def _signed(args: Caller, action: str, **fields: Any) -> tuple[bytes, dict[str, str]]:
     body = make_body(action, args.identity, **fields)
     return body, _signature_headers(args, body)
 
 
-def _get(args: argparse.Namespace, path: str) -> Any:
+def _get(args: Caller, path: str) -> Any:
     """A signed read (promotions name people, so reads are signed like calls)."""
     timestamp = str(int(time.time()))
     headers = _signature_headers(args, read_message("GET", path, timestamp))
@@ -95,8 +123,8 @@ def _get(args: argparse.Namespace, path: str) -> Any:
 
 
 def _print(promotion: dict[str, Any], output: str) -> None:
-    if output == "json":
-        print(json.dumps(promotion, indent=2))
+    if output != "table":
+        print_data(output, promotion)
         return
     print(f"promotion {promotion['id']}: {promotion['from']} -> {promotion['to']} ({promotion['type']})")
     print(f"  revision:  {promotion['revision']}")
@@ -116,146 +144,224 @@ def _print(promotion: dict[str, Any], output: str) -> None:
         print(f"  commit:    {promotion['commit']}")
 
 
-def promote(args: argparse.Namespace) -> int:
+def promote(args: Caller, source: str, target: str, revision: str, output: str) -> int:
     """Request a promotion."""
-    fields: dict[str, Any] = {"from": args.source, "to": args.target}
-    if args.revision:
-        fields["revision"] = args.revision
+    fields: dict[str, Any] = {"from": source, "to": target}
+    if revision:
+        fields["revision"] = revision
     body, headers = _signed(args, "request", **fields)
-    _print(_call(args.server, "POST", "/api/v1/promotions", body, headers), args.output)
+    _print(_call(args.server, "POST", "/api/v1/promotions", body, headers), output)
     return 0
 
 
-def rollback(args: argparse.Namespace) -> int:
+def rollback(args: Caller, environment: str, to: str, output: str) -> int:
     """Request a rollback."""
-    fields: dict[str, Any] = {"to": args.environment}
-    if args.to:
-        fields["target"] = args.to
+    fields: dict[str, Any] = {"to": environment}
+    if to:
+        fields["target"] = to
     body, headers = _signed(args, "rollback", **fields)
-    _print(_call(args.server, "POST", "/api/v1/promotions", body, headers), args.output)
+    _print(_call(args.server, "POST", "/api/v1/promotions", body, headers), output)
     return 0
 
 
-def _open_promotion(args: argparse.Namespace) -> dict[str, Any]:
-    """The promotion ``args`` name: by id, or the one open promotion of ``--pipeline``."""
-    if args.id:
-        found: dict[str, Any] = _get(args, f"/api/v1/promotions/{args.id}")
+def _open_promotion(args: Caller, promotion_id: str, pipeline: str) -> dict[str, Any]:
+    """The promotion named: by id, or the one open promotion of ``pipeline``."""
+    if promotion_id:
+        found: dict[str, Any] = _get(args, f"/api/v1/promotions/{promotion_id}")
         return found
-    if not args.pipeline:
+    if not pipeline:
         raise PromotionCommandError("name a promotion id, or --pipeline NAME for its open promotion")
     items = _get(args, "/api/v1/promotions")["promotions"]
-    open_ones = [p for p in items if p.get("pipeline") == args.pipeline and p["phase"] in OPEN_PHASES]
+    open_ones = [p for p in items if p.get("pipeline") == pipeline and p["phase"] in OPEN_PHASES]
     if len(open_ones) != 1:
         ids = ", ".join(p["id"] for p in open_ones) or "none"
         raise PromotionCommandError(
-            f"pipeline {args.pipeline} has {len(open_ones)} open promotions ({ids}): name one by id"
+            f"pipeline {pipeline} has {len(open_ones)} open promotions ({ids}): name one by id"
         )
     return dict(open_ones[0])
 
 
-def decide(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Decision:
+    """An approval or a rejection, as the command line gives it."""
+
+    approve: bool
+    promotion_id: str = ""
+    pipeline: str = ""
+    revision: str = ""
+    comment: str = ""
+    yes: bool = False
+
+
+def decide(args: Caller, decision: Decision, output: str) -> int:
     """Approve or reject a promotion (bound to the revision it promotes), after showing it."""
-    current = _open_promotion(args)
-    revision = args.revision or current["revision"]
-    if args.revision and args.revision != current["revision"]:
+    current = _open_promotion(args, decision.promotion_id, decision.pipeline)
+    revision = decision.revision or current["revision"]
+    if decision.revision and decision.revision != current["revision"]:
         raise PromotionCommandError(
-            f"promotion {current['id']} is of revision {current['revision']}, not {args.revision}"
+            f"promotion {current['id']} is of revision {current['revision']}, not {decision.revision}"
         )
-    action = "approve" if args.approve else "reject"
-    if not args.yes:
-        _print(current, "text")
+    action = "approve" if decision.approve else "reject"
+    if not decision.yes:
+        _print(current, "table")
         if not sys.stdin.isatty():
             raise PromotionCommandError(f"not a terminal: pass --yes to {action} without being asked")
         answer = input(f"{action} promotion {current['id']} of revision {revision[:12]}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing was sent")
             return 1
-    body, headers = _signed(args, action, promotion=current["id"], revision=revision, comment=args.comment)
-    path = f"/api/v1/promotions/{current['id']}/" + ("approvals" if args.approve else "rejections")
-    _print(_call(args.server, "POST", path, body, headers), args.output)
+    body, headers = _signed(
+        args, action, promotion=current["id"], revision=revision, comment=decision.comment
+    )
+    path = f"/api/v1/promotions/{current['id']}/" + ("approvals" if decision.approve else "rejections")
+    _print(_call(args.server, "POST", path, body, headers), output)
     return 0
 
 
-def promotions(args: argparse.Namespace) -> int:
+def promotions(args: Caller, promotion_id: str, output: str) -> int:
     """List promotions (or show one)."""
-    if args.id:
-        _print(_get(args, f"/api/v1/promotions/{args.id}"), args.output)
+    if promotion_id:
+        _print(_get(args, f"/api/v1/promotions/{promotion_id}"), output)
         return 0
     items = _get(args, "/api/v1/promotions")["promotions"]
-    if args.output == "json":
-        print(json.dumps(items, indent=2))
+    if output != "table":
+        print_data(output, items)
         return 0
-    print(f"{'ID':<36} {'FROM':<22} {'TO':<22} {'REVISION':<13} {'APPROVALS':<10} {'PHASE':<11} MESSAGE")
-    for p in items:
-        print(
-            f"{p['id']:<36} {p['from']:<22} {p['to']:<22} {p['revision'][:12]:<13} "
-            f"{p.get('approvalSummary', ''):<10} {p['phase']:<11} {p.get('message', '')}"
-        )
+    print_table(
+        ("ID", "FROM", "TO", "REVISION", "APPROVALS", "PHASE", "MESSAGE"),
+        [
+            (
+                p["id"],
+                p["from"],
+                p["to"],
+                p["revision"][:12],
+                p.get("approvalSummary", ""),
+                p["phase"],
+                p.get("message", ""),
+            )
+            for p in items
+        ],
+    )
     return 0
 
 
-def _guard(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            result: int = handler(args)
-        except PromotionCommandError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        return result
-
-    return run
-
-
-def _common(parser: argparse.ArgumentParser, *, signed: bool) -> None:
-    parser.add_argument("--server", default="http://127.0.0.1:8080", help="daemon URL (default: %(default)s)")
-    parser.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    if signed:
-        parser.add_argument("--as", dest="identity", required=True, help="the identity acting (an approver)")
-        parser.add_argument(
-            "--key",
-            default="",
-            help="your SSH private key file; or its .pub file to sign with the running ssh-agent",
-        )
-        parser.add_argument(
-            "--secret-file", default="", help="an integration's HMAC secret file (bots and CI, not people)"
-        )
-        parser.add_argument(
-            "--key-id",
-            default="",
-            help="the integration's name with --secret-file (default: the --as identity)",
-        )
+# -- the command line ---------------------------------------------------------------------------
+Identity = Annotated[str, typer.Option("--as", help="the identity acting (an approver)", show_default=False)]
+Key = Annotated[
+    str,
+    typer.Option(
+        "--key", help="your SSH private key file; or its .pub file to sign with the running ssh-agent"
+    ),
+]
+SecretFile = Annotated[
+    str, typer.Option("--secret-file", help="an integration's HMAC secret file (bots and CI, not people)")
+]
+KeyId = Annotated[
+    str,
+    typer.Option("--key-id", help="the integration's name with --secret-file (default: the --as identity)"),
+]
+Revision = Annotated[
+    str, typer.Option("--revision", help="the revision you checked (default: the promotion's)")
+]
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the promotion commands to the top-level parser."""
-    p = subparsers.add_parser("promote", help="request a promotion from one environment to another")
-    p.add_argument("source", metavar="FROM", help="source environment (for example tams-staging)")
-    p.add_argument("target", metavar="TO", help="target environment (for example tams-production)")
-    p.add_argument("--revision", default="", help="the source revision to promote (default: what FROM runs)")
-    _common(p, signed=True)
-    p.set_defaults(handler=_guard(promote))
+def _done(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
 
-    p = subparsers.add_parser("promotions", help="list promotions, or show one")
-    p.add_argument("id", nargs="?", default="", help="a promotion id")
-    _common(p, signed=True)
-    p.set_defaults(handler=_guard(promotions))
 
-    for name, approve in (("approve", True), ("reject", False)):
-        p = subparsers.add_parser(name, help=f"{name} a promotion (signed, bound to its revision)")
-        p.add_argument("id", nargs="?", default="", help="the promotion id (or use --pipeline)")
-        p.add_argument("--pipeline", default="", help="the pipeline whose one open promotion this is")
-        p.add_argument("--yes", action="store_true", help="do not show the promotion and ask first")
-        p.add_argument("--revision", default="", help="the revision you checked (default: the promotion's)")
-        p.add_argument("--comment", default="", help="a note kept with the decision")
-        _common(p, signed=True)
-        p.set_defaults(handler=_guard(decide), approve=approve)
+def promote_command(
+    source: Annotated[
+        str, typer.Argument(metavar="FROM", help="source environment (for example tams-staging)")
+    ],
+    target: Annotated[
+        str, typer.Argument(metavar="TO", help="target environment (for example tams-production)")
+    ],
+    identity: Identity,
+    revision: Annotated[
+        str, typer.Option("--revision", help="the source revision to promote (default: what FROM runs)")
+    ] = "",
+    key: Key = "",
+    secret_file: SecretFile = "",
+    key_id: KeyId = "",
+    server: Server = DEFAULT_SERVER,
+    output: Output = "table",
+) -> None:
+    """Request a promotion from one environment to another."""
+    caller = Caller(server, identity, key, secret_file, key_id)
+    _done(promote(caller, source, target, revision, output))
 
-    p = subparsers.add_parser("rollback", help="request a rollback of an environment through the same gates")
-    p.add_argument("environment", metavar="ENV", help="the environment to roll back (a pipeline's target)")
-    p.add_argument(
-        "--to",
-        default="",
-        help="a promotion id (restore its values) or a revision (default: before the last one)",
-    )
-    _common(p, signed=True)
-    p.set_defaults(handler=_guard(rollback))
+
+def promotions_command(
+    identity: Identity,
+    promotion_id: Annotated[
+        str, typer.Argument(metavar="ID", help="a promotion id", show_default=False)
+    ] = "",
+    key: Key = "",
+    secret_file: SecretFile = "",
+    key_id: KeyId = "",
+    server: Server = DEFAULT_SERVER,
+    output: Output = "table",
+) -> None:
+    """List promotions, or show one."""
+    _done(promotions(Caller(server, identity, key, secret_file, key_id), promotion_id, output))
+
+
+def _decide_command(approve: bool) -> Any:
+    verb = "approve" if approve else "reject"
+
+    def command(
+        identity: Identity,
+        promotion_id: Annotated[
+            str,
+            typer.Argument(metavar="ID", help="the promotion id (or use --pipeline)", show_default=False),
+        ] = "",
+        pipeline: Annotated[
+            str, typer.Option("--pipeline", help="the pipeline whose one open promotion this is")
+        ] = "",
+        yes: Annotated[bool, typer.Option("--yes", help="do not show the promotion and ask first")] = False,
+        revision: Revision = "",
+        comment: Annotated[str, typer.Option("--comment", help="a note kept with the decision")] = "",
+        key: Key = "",
+        secret_file: SecretFile = "",
+        key_id: KeyId = "",
+        server: Server = DEFAULT_SERVER,
+        output: Output = "table",
+    ) -> None:
+        caller = Caller(server, identity, key, secret_file, key_id)
+        decision = Decision(approve, promotion_id, pipeline, revision, comment, yes)
+        _done(decide(caller, decision, output))
+
+    command.__doc__ = f"{verb.capitalize()} a promotion (signed, bound to its revision)."
+    command.__name__ = f"{verb}_command"
+    return command
+
+
+def rollback_command(
+    environment: Annotated[
+        str, typer.Argument(metavar="ENV", help="the environment to roll back (a pipeline's target)")
+    ],
+    identity: Identity,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="a promotion id (restore its values) or a revision (default: before the last one)"
+        ),
+    ] = "",
+    key: Key = "",
+    secret_file: SecretFile = "",
+    key_id: KeyId = "",
+    server: Server = DEFAULT_SERVER,
+    output: Output = "table",
+) -> None:
+    """Request a rollback of an environment through the same gates."""
+    _done(rollback(Caller(server, identity, key, secret_file, key_id), environment, to, output))
+
+
+def register(app: typer.Typer) -> None:
+    """Add promote, promotions, approve, reject and rollback to the top-level command."""
+    app.command("promote", rich_help_panel=PANEL)(promote_command)
+    app.command("promotions", rich_help_panel=PANEL)(promotions_command)
+    app.command("approve", rich_help_panel=PANEL)(_decide_command(approve=True))
+    app.command("reject", rich_help_panel=PANEL)(_decide_command(approve=False))
+    app.command("rollback", rich_help_panel=PANEL)(rollback_command)
