@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,7 @@ def fetch_status(port: int) -> list[dict[str, Any]]:
         return []
 
 
-def main() -> int:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -155,26 +156,34 @@ def main() -> int:
         "--environments", type=Path, default=Path(__file__).resolve().parents[2] / "environments"
     )
     parser.add_argument("--name", default="demo", help="name of the local cluster")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    tools = ensure_toolchain(say)
-    cluster = Cluster(args.name)
-    kubeconfig = cluster.up(say, toolchain=tools)
-    provisioner = VolumeProvisioner(cluster)  # the local cluster has no volume provisioner of its own
-    provisioner.start()
-    root = cache_root() / ("demo" if args.name == "demo" else f"demo-{args.name}")
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+
+def _create_repository(root: Path, environments: Path) -> tuple[Path, Path]:
+    """The bare repository and a work clone holding ``environments/``, one commit on ``main``."""
     bare, work = root / "environments.git", root / "work"
-
     say("creating the local Git repository from environments/ ...")
     git("init", "-q", "--bare", "-b", "main", str(bare), cwd=root)
     work.mkdir()
     git("init", "-q", "-b", "main", cwd=work)
-    shutil.copytree(args.environments, work / "environments")
+    shutil.copytree(environments, work / "environments")
     git("add", "-A", cwd=work)
     git("commit", "-q", "-m", "environments from the reconciler repository", cwd=work)
+    return bare, work
 
+
+@dataclass(frozen=True)
+class _Served:
+    """The Git server and where the daemon will listen."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    secret_file: Path
+    daemon_port: int
+
+
+def _serve_repository(root: Path, bare: Path, work: Path) -> _Served:
+    """Serve the bare repository over git://, install the signed-webhook hook, push the work clone."""
     git_port, daemon_port = free_port(), free_port()
     url = f"git://127.0.0.1:{git_port}/environments.git"
     git_server = gitserver.serve(root, git_port)
@@ -185,8 +194,11 @@ def main() -> int:
     git("remote", "add", "origin", url, cwd=work)
     git("push", "-q", "origin", "main", cwd=work)
     git("branch", "-q", "--set-upstream-to=origin/main", cwd=work)
+    return _Served(git_server, url, secret_file, daemon_port)
 
-    environments = discover(args.environments)
+
+def _apply_tenants(root: Path, kubectl: Path, kubeconfig: Path, environments: list[dict[str, Any]]) -> None:
+    """The tenants' namespaces and service accounts, applied with kubectl."""
     tenant_namespaces = [ns for env in environments for ns in env.get("namespaces", [])]
     say(f"creating the tenants' namespaces and service accounts ({', '.join(tenant_namespaces)}) ...")
     platform = root / "tenants.yaml"
@@ -194,23 +206,15 @@ def main() -> int:
         yaml.safe_dump_all(tenants.platform_objects(tenant_namespaces, DEMO_ADMIN), sort_keys=False)
     )
     subprocess.run(
-        [str(tools.kubectl), "--kubeconfig", str(kubeconfig), "apply", "--server-side", "-f", str(platform)],
+        [str(kubectl), "--kubeconfig", str(kubeconfig), "apply", "--server-side", "-f", str(platform)],
         check=True,
         capture_output=True,
         timeout=120,
     )
-    promotions = demo_promotions(root, environments)
-    config = {
-        "repository": {"url": url, "branch": "main", "poll_interval": "60s"},
-        "clusters": [{"name": "demo", "kubeconfig": str(kubeconfig)}],
-        "environments": environments,
-        "webhooks": {"github": {"secret_file": str(secret_file)}},
-        "leader_election": {"enabled": True, "lease_duration": 15, "renew_interval": 2},
-        "listen": f"127.0.0.1:{daemon_port}",
-        "cache_dir": str(root / "daemon-cache"),
-        "kustomize": str(tools.kustomize),
-        "promotions": promotions,
-    }
+
+
+def _start_daemon(root: Path, config: dict[str, Any]) -> tuple[subprocess.Popen[bytes], Path]:
+    """Write the daemon's configuration and start it; the process and its log file."""
     config_path = root / "reconciler.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = root / "daemon.log"
@@ -222,13 +226,17 @@ def main() -> int:
             start_new_session=True,
         )
     say(f"daemon started (pid {daemon.pid}); log: {log_path}")
+    return daemon, log_path
+
+
+def _say_what_to_try(root: Path, work: Path, daemon_port: int, kubeconfig: Path, kubectl: Path) -> None:
     say("")
     say("While it runs, from another terminal:")
     say(f"  cd {work}")
     say("  $EDITOR environments/tams/staging/kustomization.yaml   # e.g. change newTag")
     say("  git commit -am 'bump staging' && git push             # the hook sends a signed webhook")
     say(f"  curl -s http://127.0.0.1:{daemon_port}/api/v1/environments")
-    say(f"  KUBECONFIG={kubeconfig} {tools.kubectl} get deploy -A")
+    say(f"  KUBECONFIG={kubeconfig} {kubectl} get deploy -A")
     say("")
     say("Promote staging to production (alice requests; bob and carol approve, each with their own SSH key):")
     cli = f"{Path(sys.executable).parent / 'reconciler'}"
@@ -241,45 +249,78 @@ def main() -> int:
     say(f"  {cli} rollback tams-production --as alice@example.com --key {keys}/alice {server}")
     say("")
 
+
+def _watch(
+    daemon: subprocess.Popen[bytes], daemon_port: int, args: argparse.Namespace, log_path: Path
+) -> int:
+    """Print each environment's status as it changes until Ctrl-C (or, with --once, until every one is
+    Ready and Healthy: 0, or the timeout: 1); 1 when the daemon exits."""
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     shown: dict[str, str] = {}
     started = time.monotonic()
-    code = 0
+    while not stop["now"]:
+        if daemon.poll() is not None:
+            say(f"the daemon exited with {daemon.returncode}; see {log_path}")
+            return 1
+        statuses = fetch_status(daemon_port)
+        for env in statuses:
+            line = status_line(env)
+            if shown.get(env["name"]) != line:
+                shown[env["name"]] = line
+                say(time.strftime("%H:%M:%S") + line)
+        done = statuses and all(
+            e.get("condition") == "Ready" and e.get("health") == "Healthy" for e in statuses
+        )
+        if args.once and done:
+            say(f"all {len(statuses)} environments are Ready and Healthy")
+            return 0
+        if args.once and time.monotonic() - started > args.timeout:
+            say(f"not every environment became Ready and Healthy in {args.timeout:.0f} s; see {log_path}")
+            return 1
+        time.sleep(0.5)
+    return 0
+
+
+def main() -> int:
+    args = _arguments()
+    tools = ensure_toolchain(say)
+    cluster = Cluster(args.name)
+    kubeconfig = cluster.up(say, toolchain=tools)
+    provisioner = VolumeProvisioner(cluster)  # the local cluster has no volume provisioner of its own
+    provisioner.start()
+    root = cache_root() / ("demo" if args.name == "demo" else f"demo-{args.name}")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    bare, work = _create_repository(root, args.environments)
+    served = _serve_repository(root, bare, work)
+    environments = discover(args.environments)
+    _apply_tenants(root, tools.kubectl, kubeconfig, environments)
+    config = {
+        "repository": {"url": served.url, "branch": "main", "poll_interval": "60s"},
+        "clusters": [{"name": "demo", "kubeconfig": str(kubeconfig)}],
+        "environments": environments,
+        "webhooks": {"github": {"secret_file": str(served.secret_file)}},
+        "leader_election": {"enabled": True, "lease_duration": 15, "renew_interval": 2},
+        "listen": f"127.0.0.1:{served.daemon_port}",
+        "cache_dir": str(root / "daemon-cache"),
+        "kustomize": str(tools.kustomize),
+        "promotions": demo_promotions(root, environments),
+    }
+    daemon, log_path = _start_daemon(root, config)
+    _say_what_to_try(root, work, served.daemon_port, kubeconfig, tools.kubectl)
     try:
-        while not stop["now"]:
-            if daemon.poll() is not None:
-                say(f"the daemon exited with {daemon.returncode}; see {log_path}")
-                code = 1
-                break
-            statuses = fetch_status(daemon_port)
-            for env in statuses:
-                line = status_line(env)
-                if shown.get(env["name"]) != line:
-                    shown[env["name"]] = line
-                    say(time.strftime("%H:%M:%S") + line)
-            done = statuses and all(
-                e.get("condition") == "Ready" and e.get("health") == "Healthy" for e in statuses
-            )
-            if args.once and done:
-                say(f"all {len(statuses)} environments are Ready and Healthy")
-                break
-            if args.once and time.monotonic() - started > args.timeout:
-                say(f"not every environment became Ready and Healthy in {args.timeout:.0f} s; see {log_path}")
-                code = 1
-                break
-            time.sleep(0.5)
+        return _watch(daemon, served.daemon_port, args, log_path)
     finally:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(20)
         provisioner.stop()
-        git_server.terminate()
-        git_server.wait(10)
+        served.process.terminate()
+        served.process.wait(10)
         say("daemon and Git server stopped; the cluster stays up for inspection:")
         say(f"  reconciler dev-cluster down --name {args.name}")
-    return code
 
 
 if __name__ == "__main__":

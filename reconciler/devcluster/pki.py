@@ -89,11 +89,8 @@ def _builder(
     )
 
 
-def generate(directory: Path, cluster_name: str, service_ip: str) -> PkiPaths:
-    """Create a fresh CA, serving and admin certificates and a service-account key in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = PkiPaths.under(directory)
-
+def _ca(cluster_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Name, x509.Certificate]:
+    """A self-signed CA that signs certificates only."""
     ca_key = _key()
     ca_name = _name(f"reconciler-dev-ca-{cluster_name}")
     ca_cert = (
@@ -115,9 +112,13 @@ def generate(directory: Path, cluster_name: str, service_ip: str) -> PkiPaths:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    _write_key(paths.ca_key, ca_key)
-    _write_cert(paths.ca_cert, ca_cert)
+    return ca_key, ca_name, ca_cert
 
+
+def _serving(
+    ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, service_ip: str
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """The API server's serving certificate: loopback, the in-cluster names and the service IP."""
     serving_key = _key()
     sans: list[x509.GeneralName] = [
         x509.DNSName("localhost"),
@@ -134,15 +135,36 @@ def generate(directory: Path, cluster_name: str, service_ip: str) -> PkiPaths:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_key(paths.serving_key, serving_key)
-    _write_cert(paths.serving_cert, serving_cert)
+    return serving_key, serving_cert
 
+
+def _admin(
+    ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """An admin client certificate in the ``system:masters`` group."""
     admin_key = _key()
     admin_cert = (
         _builder(_name("reconciler-dev-admin", "system:masters"), ca_name, admin_key.public_key())
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    return admin_key, admin_cert
+
+
+def generate(directory: Path, cluster_name: str, service_ip: str) -> PkiPaths:
+    """Create a fresh CA, serving and admin certificates and a service-account key in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = PkiPaths.under(directory)
+
+    ca_key, ca_name, ca_cert = _ca(cluster_name)
+    _write_key(paths.ca_key, ca_key)
+    _write_cert(paths.ca_cert, ca_cert)
+
+    serving_key, serving_cert = _serving(ca_key, ca_name, service_ip)
+    _write_key(paths.serving_key, serving_key)
+    _write_cert(paths.serving_cert, serving_cert)
+
+    admin_key, admin_cert = _admin(ca_key, ca_name)
     _write_key(paths.admin_key, admin_key)
     _write_cert(paths.admin_cert, admin_cert)
 
