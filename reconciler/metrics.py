@@ -49,12 +49,23 @@ class Metrics:
         # no ``*_created`` series: they would double the series count and nothing here needs them
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._build_process(self.registry)
+        self._build_git(self.registry)
+        self._build_environment_state(self.registry)
+        self._build_sync_results(self.registry)
+        self._build_drift(self.registry)
+        self._build_traffic(self.registry)
+        self._revisions: dict[str, str] = {}
+
+    # -- the metric families ---------------------------------------------------------------------
+    def _build_process(self, r: CollectorRegistry) -> None:
+        """This replica: its version, and whether it leads."""
         self.build_info = Info("reconciler_build", "The running reconciler's version.", registry=r)
         self.build_info.info({"version": __version__})
         self.leader = Gauge("reconciler_leader", "1 while this replica is the leader.", registry=r)
 
-        # -- Git source
+    def _build_git(self, r: CollectorRegistry) -> None:
+        """The Git source: fetches, their duration, the last success."""
         self.fetches = Counter(
             "reconciler_git_fetches_total", "Git fetches by result (success, error).", ["result"], registry=r
         )
@@ -67,7 +78,8 @@ class Metrics:
             registry=r,
         )
 
-        # -- environments: current state (one series per environment and value)
+    def _build_environment_state(self, r: CollectorRegistry) -> None:
+        """Environments' current state (one series per environment and value)."""
         self.sync_status = Gauge(
             "reconciler_environment_sync_status",
             "1 for the environment's current sync status (Synced, OutOfSync, Unknown), 0 for the others.",
@@ -111,7 +123,8 @@ class Metrics:
             registry=r,
         )
 
-        # -- environments: what syncs did
+    def _build_sync_results(self, r: CollectorRegistry) -> None:
+        """What syncs did: results, durations (whole and per stage), objects, prune blocks, violations."""
         self.syncs = Counter(
             "reconciler_syncs_total",
             "Syncs by environment and result (the status reason: Succeeded, Progressing, RenderFailed, ...).",
@@ -153,7 +166,8 @@ class Metrics:
             registry=r,
         )
 
-        # -- drift
+    def _build_drift(self, r: CollectorRegistry) -> None:
+        """Drift corrections from watch events, and the fights left alone."""
         self.drift_corrections = Counter(
             "reconciler_drift_corrections_total",
             "Drift corrections from watch events, by kind and result (corrected, failed).",
@@ -167,7 +181,8 @@ class Metrics:
             registry=r,
         )
 
-        # -- HTTP and Kubernetes
+    def _build_traffic(self, r: CollectorRegistry) -> None:
+        """HTTP and Kubernetes: webhook requests, and the Events the daemon records."""
         self.webhook_requests = Counter(
             "reconciler_webhook_requests_total",
             "Webhook requests by provider and result.",
@@ -180,7 +195,6 @@ class Metrics:
             ["reason", "outcome"],
             registry=r,
         )
-        self._revisions: dict[str, str] = {}
 
     # -- hook: promotion metrics ----------------------------------------------------------------
     def register(self, collector: C) -> C:
