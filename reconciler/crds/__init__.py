@@ -9,13 +9,12 @@ server-side apply under its own field manager, and waits until they are Establis
 
 from __future__ import annotations
 
-import asyncio
-import time
 from importlib import resources
 from typing import Any
 
 import yaml
 
+from reconciler import retry
 from reconciler.kube.client import ApplyOptions, KubeClient
 from reconciler.kube.errors import KubeError
 
@@ -41,21 +40,23 @@ async def ensure(client: KubeClient, timeout: float = 60.0) -> list[str]:
     for crd in manifests():
         await client.apply(crd, ApplyOptions(field_manager=FIELD_MANAGER, force=True))
         names.append(str(crd["metadata"]["name"]))
-    deadline = time.monotonic() + timeout
     pending = set(names)
-    while pending:
+
+    async def established() -> None:
         for name in sorted(pending):
             live = await client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", name)
             conditions = ((live or {}).get("status") or {}).get("conditions") or []
             if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
                 pending.discard(name)
-        if pending and time.monotonic() > deadline:
-            raise KubeError(
-                f"CustomResourceDefinition/{sorted(pending)[0]}",
-                f"not Established within {timeout:.0f} s",
-            )
         if pending:
-            await asyncio.sleep(0.1)
+            raise retry.NotYet
+
+    try:
+        await retry.until(established, timeout)
+    except retry.NotYet:
+        raise KubeError(
+            f"CustomResourceDefinition/{sorted(pending)[0]}", f"not Established within {timeout:.0f} s"
+        ) from None
     for crd in manifests():
         spec = crd["spec"]
         for version in spec["versions"]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
+from reconciler import retry
 from reconciler.kube.client import KubeClient, ResourceInfo
 from reconciler.kube.errors import KubeError
 from reconciler.objects import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Body, ObjectKey
@@ -105,45 +105,47 @@ class LiveCache:
                 log.exception("cache listener failed", key=str(key))
 
     async def _run(self, cache: KindCache) -> None:
-        delay = 0.2
-        while True:
-            try:
-                items, version = await self.client.list(cache.info, label_selector=self.selector)
-                fresh = {
-                    (str(i["metadata"].get("namespace") or ""), str(i["metadata"]["name"])): i for i in items
-                }
-                old = cache.objects
-                cache.objects = fresh
-                cache.relists += 1
-                cache.synced.set()
-                if cache.relists > 1:
-                    for ident, body in old.items():
-                        if ident not in fresh:
-                            self._notify("DELETED", body)
-                    for ident, body in fresh.items():
-                        if old.get(ident, {}).get("metadata", {}).get("resourceVersion") != body[
-                            "metadata"
-                        ].get("resourceVersion"):
-                            self._notify("MODIFIED", body)
-                delay = 0.2
-                while True:
-                    async for event, body in self.client.watch(
-                        cache.info, version, label_selector=self.selector, timeout_seconds=self.watch_timeout
-                    ):
-                        version = str(body.get("metadata", {}).get("resourceVersion") or version)
-                        if event == "BOOKMARK":
-                            continue
-                        ident = (str(body["metadata"].get("namespace") or ""), str(body["metadata"]["name"]))
-                        if event == "DELETED":
-                            cache.objects.pop(ident, None)
-                        else:
-                            cache.objects[ident] = body
-                        self._notify(event, body)
-            except asyncio.CancelledError:
-                raise
-            except (KubeError, ValueError, KeyError) as exc:
-                log.warning(
-                    "watch failed; relisting", kind=cache.info.kind, error=str(exc), retry_in=round(delay, 2)
-                )
-                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
-                delay = min(delay * 2, 10.0)
+        """List, then watch from the list's version, for ever; relisted with backoff
+        (``reconciler.retry.relists``) whenever the watch fails or its version expires."""
+        async for attempt in retry.relists():
+            with attempt:
+                await self._list_and_watch(cache)
+
+    async def _list_and_watch(self, cache: KindCache) -> None:
+        try:
+            items, version = await self.client.list(cache.info, label_selector=self.selector)
+            self._relisted(cache, items)
+            while True:
+                async for event, body in self.client.watch(
+                    cache.info, version, label_selector=self.selector, timeout_seconds=self.watch_timeout
+                ):
+                    version = str(body.get("metadata", {}).get("resourceVersion") or version)
+                    if event == "BOOKMARK":
+                        continue
+                    ident = (str(body["metadata"].get("namespace") or ""), str(body["metadata"]["name"]))
+                    if event == "DELETED":
+                        cache.objects.pop(ident, None)
+                    else:
+                        cache.objects[ident] = body
+                    self._notify(event, body)
+        except (KubeError, ValueError, KeyError) as exc:
+            log.warning("watch failed; relisting", kind=cache.info.kind, error=str(exc))
+            raise
+
+    def _relisted(self, cache: KindCache, items: list[Body]) -> None:
+        """Replace the cache with a fresh list; after the first, tell listeners what changed meanwhile."""
+        fresh = {(str(i["metadata"].get("namespace") or ""), str(i["metadata"]["name"])): i for i in items}
+        old = cache.objects
+        cache.objects = fresh
+        cache.relists += 1
+        cache.synced.set()
+        if cache.relists == 1:
+            return
+        for ident, body in old.items():
+            if ident not in fresh:
+                self._notify("DELETED", body)
+        for ident, body in fresh.items():
+            if old.get(ident, {}).get("metadata", {}).get("resourceVersion") != body["metadata"].get(
+                "resourceVersion"
+            ):
+                self._notify("MODIFIED", body)

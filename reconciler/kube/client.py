@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
-from reconciler import __version__
+from reconciler import __version__, retry
 from reconciler.kube.errors import (
     AlreadyExistsError,
     KubeError,
@@ -201,30 +200,40 @@ class KubeClient:
         subject: str = "",
         timeout: float | None = None,
     ) -> Body:
-        """One request returning the decoded JSON body; failures raise ``KubeError`` subclasses."""
-        attempts = 1 if method == "POST" else self.retries
-        for attempt in range(1, attempts + 1):
-            try:
-                async with self._in_flight:
-                    response = await self._send(method, path, query, body, content_type, timeout)
-                    try:
-                        data = await response.read()
-                    finally:
-                        response.release()
-                self.requests[(method, response.status)] += 1
-                if 200 <= response.status < 300:
-                    decoded = json.loads(data) if data else {}
-                    return decoded if isinstance(decoded, dict) else {"items": decoded}
-                error = from_status(subject or path, response.status, data)
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                self.requests[(method, 0)] += 1
-                error = TransientError(
-                    subject or path, f"API server unreachable: {type(exc).__name__}: {exc}"
-                )
-            if not error.retryable or attempt == attempts:
-                raise error
-            await asyncio.sleep(min(0.2 * 2**attempt, 2.0) * (0.5 + random.random()))  # noqa: S311
+        """One request returning the decoded JSON body; failures raise ``KubeError`` subclasses.
+        Transient failures of idempotent requests are retried (``reconciler.retry.requests``)."""
+        async for attempt in retry.requests(1 if method == "POST" else self.retries):
+            with attempt:
+                return await self._request_once(method, path, query, body, content_type, subject, timeout)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _request_once(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]] | None,
+        body: Any,
+        content_type: str,
+        subject: str,
+        timeout: float | None,
+    ) -> Body:
+        try:
+            async with self._in_flight:
+                response = await self._send(method, path, query, body, content_type, timeout)
+                try:
+                    data = await response.read()
+                finally:
+                    response.release()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.requests[(method, 0)] += 1
+            raise TransientError(
+                subject or path, f"API server unreachable: {type(exc).__name__}: {exc}"
+            ) from None
+        self.requests[(method, response.status)] += 1
+        if 200 <= response.status < 300:
+            decoded = json.loads(data) if data else {}
+            return decoded if isinstance(decoded, dict) else {"items": decoded}
+        raise from_status(subject or path, response.status, data)
 
     async def text(self, path: str) -> str:
         """GET a non-JSON endpoint (such as /metrics) and return its body as text."""

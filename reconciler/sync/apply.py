@@ -5,9 +5,9 @@ immutable fields changed (when their manifest allows it), and a ChangeSet entry 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 
+from reconciler import retry
 from reconciler.kube.client import ApplyOptions, KubeClient
 from reconciler.kube.errors import ConflictError, ImmutableFieldError, KubeError
 from reconciler.objects import (
@@ -24,7 +24,7 @@ from reconciler.plan.diff import unified_diff
 from reconciler.plan.hpa import owns_replicas
 from reconciler.plan.ordering import Stage
 from reconciler.sync.outcome import Reason, SyncFailedError, SyncResult, failure_message
-from reconciler.sync.planned import Plan, PlannedObject
+from reconciler.sync.planned import Plan, PlannedObject, version_of
 from reconciler.sync.validate import IMMUTABLE_ADVICE, apply_options
 
 HANDOFF_MANAGER = "reconciler-replicas-handoff"
@@ -89,7 +89,7 @@ class Applier:
         """Apply one object (recreating it when that is its plan); its ChangeSet entry."""
         manifest, key = planned.manifest, planned.key
         if planned.autoscaled and planned.live is not None:
-            await self.hand_off_replicas(manifest, planned.live)
+            await self.hand_off_replicas(manifest, planned.live, planned.initial_replicas or 0)
         action = Action.CREATED if planned.live is None else Action.CONFIGURED
         message = ""
         try:
@@ -117,21 +117,26 @@ class Applier:
                 exc.status,
                 exc.reason,
             ) from None
+        planned.applied_version = version_of(applied)
         return ChangeSetEntry(
             key, action, unified_diff(key, planned.live, planned.dry_run or applied), message
         )
 
-    async def hand_off_replicas(self, manifest: Manifest, live: Body) -> None:
-        """Keep the live replica count when we stop declaring it (an HPA now scales the workload).
+    async def hand_off_replicas(self, manifest: Manifest, live: Body, minimum: int = 0) -> None:
+        """Keep the live replica count when we stop declaring it (an HPA now scales the workload), at
+        least the HPA's minimum (``minimum``).
 
         Without this, dropping ``spec.replicas`` from our apply would remove the field (we were its only
-        owner) and the workload would scale down to its default of one replica.
+        owner) and the workload would scale down to its default of one replica. And a workload handed
+        over at fewer replicas than its HPA's minimum (a blue/green slot at 0) would look healthy until
+        the HPA scaled it: the next wave (the Service switching to it) must not start before that.
         """
         if not owns_replicas(live, FIELD_MANAGER):
             return
         replicas = (live.get("spec") or {}).get("replicas")
         if replicas is None:
             return
+        replicas = max(int(replicas), minimum)
         key = manifest.key
         body = {
             "apiVersion": manifest.api_version,
@@ -147,10 +152,14 @@ class Applier:
         await self.client.delete(
             manifest.api_version, key.kind, key.namespace, key.name, propagation="Foreground"
         )
-        deadline = time.monotonic() + timeout
-        delay = 0.1
-        while await self.client.get(manifest.api_version, key.kind, key.namespace, key.name) is not None:
-            if time.monotonic() > deadline:
-                raise KubeError(str(key), f"still present {timeout:.0f} s after deleting it for recreation")
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+
+        async def gone() -> None:
+            if await self.client.get(manifest.api_version, key.kind, key.namespace, key.name) is not None:
+                raise retry.NotYet
+
+        try:
+            await retry.until(gone, timeout)
+        except retry.NotYet:
+            raise KubeError(
+                str(key), f"still present {timeout:.0f} s after deleting it for recreation"
+            ) from None

@@ -242,7 +242,9 @@ class Engine:
                 progress(f"stage {stage.name}: applied {len(written)} objects")
                 if stage.wait and options.wait:
                     with _timed(result, "health"):
-                        count = await self.health.wait(stage.name, stage.manifests, options.health_timeout)
+                        count = await self.health.wait(
+                            stage.name, stage.manifests, options.health_timeout, _applied_versions(objects)
+                        )
                     progress(f"stage {stage.name}: {count} objects healthy")
                 result.durations[f"stage {stage.name}"] = time.monotonic() - clock
         finally:
@@ -282,10 +284,12 @@ class Engine:
         with _timed(result, "health"):
             if options.wait and options.wait_for_all:
                 try:
-                    await self.health.wait("all objects", everything, options.health_timeout)
+                    await self.health.wait(
+                        "all objects", everything, options.health_timeout, _applied_versions(objects)
+                    )
                 except SyncFailedError as failure:
                     progress(failure.message)
-            healths = await self.health.healths(everything)
+            healths = await self.health.healths(everything, _applied_versions(objects))
         result.health = aggregate(healths.values())
         result.unhealthy = {
             str(k): f"{h.status.value}: {h.message}" for k, h in healths.items() if not h.ready
@@ -312,6 +316,11 @@ class Engine:
     async def close(self) -> None:
         """Wait for in-flight drift corrections."""
         await self.corrector.close()
+
+
+def _applied_versions(objects: Planned) -> dict[ObjectKey, tuple[int, int]]:
+    """The versions this sync's applies answered with (see ``HealthWatch``)."""
+    return {key: p.applied_version for key, p in objects.items() if p.applied_version is not None}
 
 
 def _validated(objects: Planned, to_write: Sequence[object]) -> str:

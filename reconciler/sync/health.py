@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from reconciler.health import Health, HealthStatus, assess
 from reconciler.kube.cache import LiveCache
@@ -19,6 +19,7 @@ from reconciler.kube.client import KubeClient
 from reconciler.kube.errors import NoMatchError
 from reconciler.objects import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Body, Manifest, ObjectKey
 from reconciler.sync.outcome import Reason, SyncFailedError
+from reconciler.sync.planned import older_than
 
 # Degraded is a verdict, not a phase: it gets a short grace period, not the whole timeout
 DEGRADED_GRACE = 10.0
@@ -26,14 +27,24 @@ DEGRADED_GRACE = 10.0
 WATCHED_POLL = 5.0
 
 
+STALE = Health(HealthStatus.PROGRESSING, "waiting for the watch to show the version just applied")
+
+
 class HealthWatch:
-    """Reads and waits for the health of desired objects."""
+    """Reads and waits for the health of desired objects.
+
+    ``applied`` maps the objects this sync wrote to the (generation, resourceVersion) the API server
+    answered: until a watch cache holds at least that version, the object counts as Progressing, so a
+    stale copy (the healthy old Deployment) never passes for the new one.
+    """
 
     def __init__(self, client: KubeClient, cache: LiveCache | None) -> None:
         self.client = client
         self.cache = cache
 
-    async def healths(self, manifests: Sequence[Manifest]) -> dict[ObjectKey, Health]:
+    async def healths(
+        self, manifests: Sequence[Manifest], applied: Mapping[ObjectKey, tuple[int, int]] | None = None
+    ) -> dict[ObjectKey, Health]:
         """Each object's health now (from the caches, else one LIST per kind)."""
         lives: dict[ObjectKey, Body | None] = {}
         unwatched: dict[tuple[str, str], list[Manifest]] = {}
@@ -47,7 +58,13 @@ class HealthWatch:
         )
         for found in listed:
             lives.update(found)
-        return {m.key: assess(lives.get(m.key)) for m in manifests}
+        healths: dict[ObjectKey, Health] = {}
+        for manifest in manifests:
+            live = lives.get(manifest.key)
+            minimum = (applied or {}).get(manifest.key)
+            stale = live is not None and minimum is not None and older_than(live, minimum)
+            healths[manifest.key] = STALE if stale else assess(live)
+        return healths
 
     async def _list(self, api_version: str, kind: str, group: list[Manifest]) -> dict[ObjectKey, Body | None]:
         try:
@@ -64,7 +81,13 @@ class HealthWatch:
         }
         return {m.key: by_name.get((m.key.namespace if info.namespaced else "", m.key.name)) for m in group}
 
-    async def wait(self, name: str, manifests: Sequence[Manifest], timeout: float) -> int:
+    async def wait(
+        self,
+        name: str,
+        manifests: Sequence[Manifest],
+        timeout: float,
+        applied: Mapping[ObjectKey, tuple[int, int]] | None = None,
+    ) -> int:
         """Wait until every object is healthy (the number of objects); ``SyncFailedError``
         (HealthCheckFailed) after ``timeout`` s, or after ``DEGRADED_GRACE`` s of a Degraded one."""
         started = time.monotonic()
@@ -81,7 +104,7 @@ class HealthWatch:
             delay = 0.1
             while True:
                 changed.clear()
-                healths = await self.healths(manifests)
+                healths = await self.healths(manifests, applied)
                 waiting = {key: h for key, h in healths.items() if not h.ready}
                 if not waiting:
                     return len(healths)

@@ -45,6 +45,9 @@ class PlannedObject:
     dry_run: Body | None = None  # the API server's answer to the dry-run (None: none, or a stand-in)
     autoscaled: bool = False  # an HPA of the same render scales it
     initial_replicas: int | None = None  # replicas to create it with (autoscaled workloads)
+    # (generation, resourceVersion) the API server answered our apply with: a watch cache that still
+    # holds an older copy is stale, and the object's health is read only from a copy at least this new
+    applied_version: tuple[int, int] | None = None
 
     @property
     def key(self) -> ObjectKey:
@@ -114,6 +117,27 @@ def crd_kinds(manifests: Iterable[Manifest]) -> set[tuple[str, str]]:
             spec = manifest.body.get("spec") or {}
             kinds.add((str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))))
     return kinds
+
+
+def version_of(body: Body) -> tuple[int, int]:
+    """(generation, resourceVersion) of an object (0 where absent or not a number)."""
+    metadata = body.get("metadata") or {}
+
+    def number(value: object) -> int:
+        try:
+            return int(str(value))
+        except ValueError:
+            return 0
+
+    return number(metadata.get("generation") or 0), number(metadata.get("resourceVersion") or 0)
+
+
+def older_than(body: Body, minimum: tuple[int, int]) -> bool:
+    """True when ``body`` is an older copy than ``minimum`` (by generation, else resourceVersion)."""
+    generation, version = version_of(body)
+    if minimum[0] and generation:
+        return generation < minimum[0]
+    return bool(minimum[1] and version) and version < minimum[1]
 
 
 def comparable(body: Body) -> Body:

@@ -9,9 +9,10 @@ write. A dry-run answer equal to the live object means the object needs no write
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 from collections.abc import Sequence
 
+from reconciler import retry
 from reconciler.kube.client import ApplyOptions, KubeClient
 from reconciler.kube.errors import ImmutableFieldError, KubeError, NoMatchError
 from reconciler.objects import (
@@ -98,19 +99,17 @@ class Validator:
         """Wait (bounded) until discovery serves every kind of ``pending``: an Established CRD can take a
         moment to appear there; after the deadline the dry-run says which kind is missing."""
         kinds = {(p.manifest.api_version, p.key.kind) for p in pending}
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while kinds:
+
+        async def served() -> None:
             for api_version, kind in list(kinds):
                 try:
                     await self.client.resource(api_version, kind, refresh=True)
                     kinds.discard((api_version, kind))
                 except NoMatchError:
-                    pass
-            if not kinds or time.monotonic() > deadline:
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+                    raise retry.NotYet from None
+
+        with contextlib.suppress(retry.NotYet):
+            await retry.until(served, timeout)
 
     async def dry_run_all(
         self, objects: Sequence[PlannedObject], concurrency: int, *, stand_in: bool = False
