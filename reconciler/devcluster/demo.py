@@ -245,7 +245,7 @@ def _say_what_to_try(root: Path, work: Path, daemon_port: int, kubeconfig: Path,
     say(f"  {cli} promote tams-staging tams-production --as alice@example.com --key {keys}/alice {server}")
     say(f"  {cli} approve --pipeline tams --as bob@example.com --key {keys}/bob {server}")
     say(f"  {cli} approve --pipeline tams --as carol@example.com --key {keys}/carol {server}")
-    say(f"  {cli} promotions {server}     # or: kubectl get promotions -n reconciler-system")
+    say(f"  {cli} promotions --as bob@example.com --key {keys}/bob {server}   # reads are signed too")
     say(f"  {cli} rollback tams-production --as alice@example.com --key {keys}/alice {server}")
     say("")
 
