@@ -232,3 +232,24 @@ class ApproverKey:
         return Approver(
             self.identity, tuple(parse_allowed_signers(f'"{self.identity}" {self.public_line}')), groups
         )
+
+
+async def create_deployer(kube: KubeClient, namespace: str, name: str = "deployer") -> str:
+    """A ServiceAccount that may manage ConfigMaps in ``namespace`` only; its impersonation user name."""
+    await kube.request(
+        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": name}}
+    )
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    verbs = ["get", "list", "watch", "create", "patch", "delete"]
+    rules = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}]
+    await kube.request("POST", f"{rbac}/roles", body={"metadata": {"name": name}, "rules": rules})
+    await kube.request(
+        "POST",
+        f"{rbac}/rolebindings",
+        body={
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    )
+    return f"system:serviceaccount:{namespace}:{name}"

@@ -12,40 +12,9 @@ from reconciler.devcluster.build import Toolchain
 from reconciler.kube import KubeClient
 from tests.e2e.conftest import Admin, Repo, daemon_config
 from tests.helpers import eventually, wait_for
-from tests.support import AuditLog, config_map
+from tests.support import AuditLog, config_map, create_deployer
 
 pytestmark = pytest.mark.cluster
-
-
-async def create_deployer(kube: KubeClient, namespace: str) -> None:
-    """A ServiceAccount that may manage ConfigMaps in ``namespace`` only."""
-    await kube.request(
-        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": "deployer"}}
-    )
-    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
-    await kube.request(
-        "POST",
-        f"{rbac}/roles",
-        body={
-            "metadata": {"name": "deployer"},
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["configmaps"],
-                    "verbs": ["get", "list", "watch", "create", "patch", "delete"],
-                }
-            ],
-        },
-    )
-    await kube.request(
-        "POST",
-        f"{rbac}/rolebindings",
-        body={
-            "metadata": {"name": "deployer"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
-            "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": namespace}],
-        },
-    )
 
 
 def events_about(admin: Admin, environment: str) -> list[dict[str, Any]]:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconciler.devcluster.build import Toolchain
 from reconciler.health import HealthStatus
 from reconciler.inventory import InventoryStore
 from reconciler.kube import ApplyOptions, KubeClient
 from reconciler.objects import Action, ObjectKey
 from reconciler.plan.prune import PruneOptions
-from reconciler.render import RenderOptions
 from reconciler.sync import Engine, SyncOptions, SyncResult
 from tests.helpers import eventually
 from tests.support import (
@@ -25,23 +22,9 @@ from tests.support import (
     config_map,
     custom_resource_definition,
     deployment,
-    running_engine,
 )
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def repo(tmp_path: Path, namespace: str, toolchain: Toolchain) -> EnvRepo:
-    """An environments repository whose environment is named after the test's namespace."""
-    return EnvRepo(tmp_path, namespace, RenderOptions(kustomize=toolchain.kustomize, timeout=30))
-
-
-@pytest.fixture
-async def engine(kube: KubeClient) -> AsyncIterator[Engine]:
-    """An engine with warm watch caches, as the daemon runs it."""
-    async with running_engine(kube) as running:
-        yield running
 
 
 async def sync(engine: Engine, repo: EnvRepo, **options: Any) -> SyncResult:

@@ -13,38 +13,23 @@ import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reconciler.devcluster.build import Toolchain
 from reconciler.inventory import InventoryEntry, InventoryStore
 from reconciler.kube import KubeClient
 from reconciler.kube.cache import LiveCache
 from reconciler.kube.errors import NotFoundError
 from reconciler.objects import Action, ObjectKey
-from reconciler.render import Renderer, RenderOptions
+from reconciler.render import Renderer
 from reconciler.sync import Engine, SyncOptions, SyncResult
 from reconciler.tenancy import AccessPolicy
 from tests.helpers import eventually
-from tests.support import AuditLog, EnvRepo, config_map, deployment, running_engine
+from tests.support import AuditLog, EnvRepo, config_map, create_deployer, deployment
 
 pytestmark = pytest.mark.cluster
 DAEMON_NAMESPACE = "reconciler-system"
-
-
-@pytest.fixture
-def repo(tmp_path: Path, namespace: str, toolchain: Toolchain) -> EnvRepo:
-    """The tenant's environments repository (the environment is named after the test's namespace)."""
-    return EnvRepo(tmp_path, namespace, RenderOptions(kustomize=toolchain.kustomize, timeout=30))
-
-
-@pytest.fixture
-async def engine(kube: KubeClient) -> AsyncIterator[Engine]:
-    """An engine with warm watch caches, as the daemon runs it."""
-    async with running_engine(kube) as running:
-        yield running
 
 
 @pytest.fixture
@@ -205,33 +190,7 @@ async def test_default_policy_allows_only_namespaces_the_render_creates(
 @pytest.fixture
 async def deployer(kube: KubeClient, namespace: str) -> str:
     """A ServiceAccount that may write ConfigMaps in the test's namespace only (and read it)."""
-    await kube.request(
-        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": "deployer"}}
-    )
-    await kube.request(
-        "POST",
-        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
-        body={
-            "metadata": {"name": "deployer"},
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["configmaps"],
-                    "verbs": ["get", "list", "watch", "create", "patch", "delete"],
-                }
-            ],
-        },
-    )
-    await kube.request(
-        "POST",
-        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
-        body={
-            "metadata": {"name": "deployer"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
-            "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": namespace}],
-        },
-    )
-    return f"system:serviceaccount:{namespace}:deployer"
+    return await create_deployer(kube, namespace)
 
 
 async def test_with_impersonation_the_api_server_refuses_what_a_too_wide_policy_lets_through(
