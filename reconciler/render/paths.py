@@ -80,9 +80,9 @@ class PathResolver:
         self.root = root.resolve()
         self.policy = policy
         self.inputs = RenderInputs()
-        self.visited: set[Path] = set()
 
     def display(self, path: Path) -> str:
+        """``path`` relative to the repository (as it is when outside it)."""
         try:
             return str(path.relative_to(self.root))
         except ValueError:

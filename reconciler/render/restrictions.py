@@ -55,6 +55,10 @@ __all__ = [
 class _Walker(PluginChecks):
     """Walks the graph of kustomizations from an environment's directory."""
 
+    def __init__(self, root: Path, policy: LoadPolicy) -> None:
+        super().__init__(root, policy)
+        self.visited: set[Path] = set()
+
     def walk(self, directory: Path) -> None:
         self.inputs.directories.add(Path(os.path.normpath(directory.absolute())))
         directory = directory.resolve()
