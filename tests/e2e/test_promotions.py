@@ -290,7 +290,12 @@ def test_request_two_approvals_commit_production_healthy_then_rollback(
     for reason in ("Requested", "ApprovalReceived", "Approved", "Committed", "Succeeded"):
         assert reason in reasons, reasons
     assert setup.daemon.metric("reconciler_promotion_approvals_total", result="accepted") == 2
-    assert setup.daemon.metric("reconciler_promotions", phase="Succeeded") >= 1
+    # the gauge of promotions by phase is refreshed by the controller's next pass (a second or less)
+    wait_for(
+        lambda: setup.daemon.metric("reconciler_promotions", phase="Succeeded") >= 1,
+        timeout=30,
+        what="the promotions gauge to count the Succeeded promotion",
+    )
     # kubectl shows it
     table = subprocess.run(
         [str(toolchain.kubectl), "--kubeconfig", str(kubeconfig), "get", "promotions", "-n", setup.namespace],
