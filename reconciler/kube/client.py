@@ -34,6 +34,7 @@ from reconciler.kube.errors import (
     TransientError,
     from_status,
 )
+from reconciler.kube.watch import WatchSelectors, events
 from reconciler.objects import FIELD_MANAGER, Body, ObjectKey
 
 JSON = "application/json"
@@ -365,7 +366,7 @@ class KubeClient:
             return False
         return True
 
-    async def watch(
+    def watch(
         self,
         info: ResourceInfo,
         resource_version: str,
@@ -375,45 +376,10 @@ class KubeClient:
         namespace: str = "",
         timeout_seconds: int = 300,
     ) -> AsyncIterator[tuple[str, Body]]:
-        """Stream (type, object) watch events from ``resource_version`` until the server ends the watch.
-
-        Raises ``KubeError`` (status 410 for an expired resourceVersion) so the caller can relist.
-        """
-        query = [
-            ("watch", "1"),
-            ("allowWatchBookmarks", "true"),
-            ("resourceVersion", resource_version),
-            ("timeoutSeconds", str(timeout_seconds)),
-        ]
-        if label_selector:
-            query.append(("labelSelector", label_selector))
-        if field_selector:
-            query.append(("fieldSelector", field_selector))
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
-        try:
-            response = await self._send("GET", info.path(namespace), query, None, JSON, timeout)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self.requests[("WATCH", 0)] += 1
-            raise TransientError(f"watch {info.plural}", f"API server unreachable: {exc}") from exc
-        self.requests[("WATCH", response.status)] += 1
-        try:
-            if response.status != 200:
-                raise from_status(f"watch {info.plural}", response.status, await response.read())
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind, obj = str(event.get("type")), event.get("object") or {}
-                if kind == "ERROR":
-                    raise from_status(f"watch {info.plural}", int(obj.get("code") or 500), json.dumps(obj))
-                if kind != "BOOKMARK":
-                    obj.setdefault("apiVersion", info.api_version)
-                    obj.setdefault("kind", info.kind)
-                yield kind, obj
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransientError(f"watch {info.plural}", f"watch interrupted: {exc}") from exc
-        finally:
-            response.release()
+        """Stream (type, object) watch events from ``resource_version`` until the server ends the watch
+        (``reconciler.kube.watch.events``); ``KubeError`` (410 for an expired version) to relist."""
+        selectors = WatchSelectors(label_selector, field_selector, namespace, timeout_seconds)
+        return events(self, info, resource_version, selectors)
 
     def request_counts(self) -> Mapping[tuple[str, int], int]:
         """Requests made so far, by (verb, HTTP status; 0 for no answer)."""
