@@ -2,7 +2,9 @@
 
 Policy lives in the daemon's configuration, never in the environments repository, so a committer cannot
 grant themselves approvals. Everything here is pure: parsing with errors that name the field, whether a
-window is open at an instant, and which approvals count.
+window is open at an instant, and which approvals count. The section is validated as pydantic models
+(``PromotionsModel`` and its parts: strict types, no unknown field, references checked by their
+validators) and then built into the frozen dataclasses the controller reads (``PromotionSettings``).
 
 Configuration shape (under ``promotions:``)::
 
@@ -43,11 +45,32 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from reconciler.config_fields import ConfigError, boolean, expect, mapping, number, unknown
-from reconciler.config_fields import secret as check_secret
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from reconciler.config_fields import (
+    ConfigError,
+    FieldError,
+    PolicyDuration,
+    StrictModel,
+    base_of,
+    empty_if_none,
+    empty_list_if_none,
+    environ_of,
+    resolve,
+    secret_problem,
+    validate,
+)
 from reconciler.promotion import sshsig
 from reconciler.promotion.sshsig import NAMESPACE, AllowedSigner, SSHSigError, parse_allowed_signers
 
@@ -55,7 +78,6 @@ _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)(:[0-5]\d)?$|^24:00$")
 MIN_SECRET = 16
-DURATION_UNITS = ("s", "m", "h", "d")
 
 
 # The promotion configuration is validated like the rest of the daemon's configuration.
@@ -210,105 +232,359 @@ def counted_approvals(
     return seen
 
 
-# -- parsing ----------------------------------------------------------------------------------------
-def _list(value: Any, where: str) -> list[Any]:
-    return list(expect(value or [], list, where, "a list"))
+# -- the policy as models: types and formats on the fields, references between them in validators ---
+T = TypeVar("T")
+# a list; ``key:`` with nothing after it is an empty one
+Items = Annotated[list[T], BeforeValidator(empty_list_if_none)]
+_KEY_LINE = "an SSH public key line (ssh-ed25519 AAAA... comment)"
+_CLOCK = "a time HH:MM in quotes (YAML reads 16:00 unquoted as a number of minutes)"
 
 
-def _read_secret(
-    raw: Mapping[str, Any], where: str, base: Path, env_var: str, environ: Mapping[str, str]
-) -> str:
-    if environ.get(env_var):
-        secret = environ[env_var]
-    else:
-        value = raw.get("secret_file")
-        if not isinstance(value, str) or not value:
-            raise PolicyError(f"{where}.secret_file: required (or set {env_var})")
-        path = Path(value) if Path(value).is_absolute() else (base / value).resolve()
+def _lower_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(f"expected a lower-case name, got {value!r}")
+    return value
+
+
+def _clock_text(value: str) -> str:
+    if not _TIME.fullmatch(value):
+        raise ValueError(f"expected HH:MM (or HH:MM:SS), got {value!r}")
+    return value
+
+
+def _day(value: str) -> str:
+    if value.lower()[:3] not in _DAYS:
+        raise ValueError(f"unknown day {value!r} (use mon..sun)")
+    return value.lower()[:3]
+
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+LowerName = Annotated[str, AfterValidator(_lower_name), Field(description="a lower-case name")]
+Clock = Annotated[str, AfterValidator(_clock_text), Field(description=_CLOCK)]
+
+
+class WindowModel(StrictModel):
+    """``{allow: true, days: [mon], start: "09:00", end: "16:00", timezone: Europe/Berlin}``."""
+
+    allow: bool = True
+    deny: bool = True
+    days: Items[Annotated[str, AfterValidator(_day), Field(description="a day (mon..sun)")]] = Field(
+        default_factory=lambda: list(_DAYS)
+    )
+    start: Clock = "00:00"
+    end: Clock = "24:00"
+    timezone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
+
+    @model_validator(mode="after")
+    def _one_kind_and_in_order(self) -> WindowModel:
+        if ("allow" in self.model_fields_set) == ("deny" in self.model_fields_set):
+            raise FieldError(("", "set exactly one of allow: true or deny: true"))
+        start, end = _clock(self.start), _clock(self.end)
+        if end != dt.time(0, 0) and end <= start:
+            raise FieldError(("", "end must be after start (split overnight windows in two)"))
+        return self
+
+
+class ApproverModel(StrictModel):
+    """A person: an identity, their SSH public keys, their groups."""
+
+    identity: str = Field(description="an identity (for example an e-mail address)")
+    keys: Items[Annotated[str, Field(description=_KEY_LINE)]] = Field(
+        default_factory=list, description="a list of SSH public key lines"
+    )
+    groups: Items[str] = Field(default_factory=list)
+    secret_file: Any = Field(default=None, exclude=True)  # refused, with the reason
+    _keys: list[AllowedSigner] = PrivateAttr(default_factory=list)
+
+    @field_validator("identity")
+    @classmethod
+    def _an_identity(cls, value: str) -> str:
+        if not value or value.startswith("group:") or len(value) > 200:
+            raise ValueError("required (for example an e-mail address)")
+        return value
+
+    @field_validator("secret_file")
+    @classmethod
+    def _no_shared_secret(cls, value: Any) -> Any:
+        raise ValueError(
+            "approvers sign with their own SSH keys (keys: or promotions.allowed_signers_file), so that "
+            "nobody who can read the daemon's secrets can sign as them; HMAC secrets are for "
+            "integrations only"
+        )
+
+    @model_validator(mode="after")
+    def _usable_keys(self) -> ApproverModel:
+        problems: list[tuple[str, str]] = []
+        for index, line in enumerate(self.keys):
+            try:
+                self._keys.append(parse_allowed_signers(f'"{self.identity}" {line}', f"keys[{index}]")[0])
+            except (ValueError, IndexError) as exc:
+                problems.append((f"keys[{index}]", f"not a usable SSH public key ({exc})"))
+        if problems:
+            raise FieldError(*problems)
+        return self
+
+
+class IntegrationModel(StrictModel):
+    """A system signing with an HMAC secret on behalf of the identities it lists."""
+
+    name: LowerName
+    secret_file: str | None = Field(default=None, description="a file path")
+    identities: Items[str] = Field(default_factory=list)
+    _secret: str = PrivateAttr("")
+
+    @model_validator(mode="after")
+    def _read_secret(self, info: ValidationInfo) -> IntegrationModel:
+        variable = f"RECONCILER_INTEGRATION_{_env_key(self.name)}_SECRET"
+        value = environ_of(info).get(variable, "")
+        if not value:
+            if not self.secret_file:
+                raise FieldError(("secret_file", f"required (or set {variable})"))
+            path = resolve(self.secret_file, base_of(info))
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise FieldError(("secret_file", f"cannot read {path}: {exc.strerror}")) from None
+        problem = secret_problem(value, MIN_SECRET)
+        if problem:
+            raise FieldError(("", problem))
+        self._secret = value
+        return self
+
+
+class RollbackModel(StrictModel):
+    """The gates of a rollback (approvals default to the pipeline's)."""
+
+    approvals: int | None = Field(default=None, ge=1)
+    soak: PolicyDuration = 0.0
+
+
+class PipelineModel(StrictModel):
+    """One promotion path (``from``/``to`` are environment names)."""
+
+    name: LowerName
+    source: str = Field(alias="from", description="an environment name")
+    target: str = Field(alias="to", description="an environment name")
+    images: bool = True
+    files: Items[str] = Field(default_factory=list)
+    approvals: int = Field(default=1, ge=1)
+    approvers: Items[str] = Field(default_factory=list)
+    allow_self_approval: bool = False
+    soak: PolicyDuration = 0.0
+    windows: Items[WindowModel] = Field(default_factory=list)
+    expire_after: PolicyDuration = 24 * 3600.0
+    auto_request: bool = False
+    timeout: PolicyDuration = 900.0
+    rollback: Annotated[RollbackModel, BeforeValidator(empty_if_none)] = Field(default_factory=RollbackModel)
+
+    @model_validator(mode="after")
+    def _coherent(self, info: ValidationInfo) -> PipelineModel:
+        known = set((info.context or {}).get("environments", ()))
+        for key, value in (("from", self.source), ("to", self.target)):
+            if value not in known:
+                raise FieldError((key, f"no environment named {value!r}"))
+        if self.source == self.target:
+            raise FieldError(("", "from and to must differ"))
+        for file in self.files:
+            if Path(file).is_absolute() or ".." in Path(file).parts or "/" in file:
+                raise FieldError(("files", f"{file!r} must be a file name inside the overlay"))
+        if not self.images and not self.files:
+            raise FieldError(("", "promotes nothing (images: false and no files)"))
+        if not self.approvers:
+            raise FieldError(("approvers", "list the identities (or group:NAME) allowed to approve"))
+        return self
+
+
+class AuthorModel(StrictModel):
+    """The author of promotion commits."""
+
+    name: str = "reconciler"
+    email: str = "reconciler@localhost"
+
+
+class PromotionsModel(StrictModel):
+    """The ``promotions:`` section; the validators check what its parts say about each other."""
+
+    approvers: Items[ApproverModel] = Field(default_factory=list)
+    allowed_signers_file: str | None = Field(default=None, description="a file path")
+    integrations: Items[IntegrationModel] = Field(default_factory=list)
+    pipelines: Items[PipelineModel] = Field(default_factory=list)
+    timestamp_window: PolicyDuration = 300.0
+    author: Annotated[AuthorModel, BeforeValidator(empty_if_none)] = Field(default_factory=AuthorModel)
+    signing_key: str | None = Field(default=None, description="the path of an SSH private key file")
+    _shared: list[AllowedSigner] = PrivateAttr(default_factory=list)
+
+    @field_validator("signing_key")
+    @classmethod
+    def _can_sign(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("expected the path of an SSH private key file")
+        path = resolve(value, base_of(info))
         try:
-            secret = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise PolicyError(f"{where}.secret_file: cannot read {path}: {exc.strerror}") from None
-    return check_secret(secret, where, MIN_SECRET)
+            sshsig.sign_with_key(path, b"reconciler: can this key sign?", namespace="git")
+        except (OSError, SSHSigError) as exc:
+            raise ValueError(f"{path} cannot sign ({exc})") from None
+        return str(path)
 
+    @field_validator("allowed_signers_file")
+    @classmethod
+    def _a_path(cls, value: str | None) -> str | None:
+        if value is not None and not value:
+            raise ValueError("expected a file path")
+        return value
 
-def _public_key(identity: str, line: Any, where: str) -> AllowedSigner:
-    """One approver key: ``keytype base64 [comment]``."""
-    if not isinstance(line, str):
-        raise PolicyError(f"{where}: expected an SSH public key line (ssh-ed25519 AAAA... comment)")
-    try:
-        return parse_allowed_signers(f'"{identity}" {line}', where)[0]
-    except (ValueError, IndexError) as exc:
-        raise PolicyError(f"{where}: not a usable SSH public key ({exc})") from None
-
-
-def _allowed_signers_file(value: Any, base: Path) -> list[AllowedSigner]:
-    """The approvers' keys from an OpenSSH allowed_signers file (principals are approver identities)."""
-    if value is None:
-        return []
-    where = "promotions.allowed_signers_file"
-    if not isinstance(value, str) or not value:
-        raise PolicyError(f"{where}: expected a file path")
-    path = Path(value) if Path(value).is_absolute() else (base / value).resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"{where}: cannot read {path}: {exc.strerror}") from None
-    try:
-        return parse_allowed_signers(text, str(path))
-    except (ValueError, SSHSigError) as exc:
-        raise PolicyError(f"{where}: {exc}") from None
-
-
-def _signing_key(value: Any, base: Path) -> Path | None:
-    """The daemon's own SSH private key for signing its promotion commits (checked to load)."""
-    if value is None:
-        return None
-    where = "promotions.signing_key"
-    if not isinstance(value, str) or not value:
-        raise PolicyError(f"{where}: expected the path of an SSH private key file")
-    path = Path(value) if Path(value).is_absolute() else (base / value).resolve()
-    try:
-        sshsig.sign_with_key(path, b"reconciler: can this key sign?", namespace="git")
-    except (OSError, SSHSigError) as exc:
-        raise PolicyError(f"{where}: {path} cannot sign ({exc})") from None
-    return path
+    @model_validator(mode="after")
+    def _references(self, info: ValidationInfo) -> PromotionsModel:
+        self._shared = _allowed_signers(self.allowed_signers_file, base_of(info))
+        problems = [*_approver_problems(self), *_integration_problems(self), *_pipeline_problems(self)]
+        if problems:
+            raise FieldError(*problems)
+        return self
 
 
 def _env_key(name: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
-def _window(raw: Any, where: str) -> Window:
-    item = mapping(raw, where)
-    unknown(item, {"allow", "deny", "days", "start", "end", "timezone"}, where)
-    if ("allow" in item) == ("deny" in item):
-        raise PolicyError(f"{where}: set exactly one of allow: true or deny: true")
-    allow = boolean(item, "allow", where, True) if "allow" in item else not boolean(item, "deny", where, True)
-    days_raw = _list(item.get("days", list(_DAYS)), f"{where}.days")
-    days: set[int] = set()
-    for day in days_raw:
-        if str(day).lower()[:3] not in _DAYS:
-            raise PolicyError(f"{where}.days: unknown day {day!r} (use mon..sun)")
-        days.add(_DAYS.index(str(day).lower()[:3]))
-    times: list[dt.time] = []
-    for key, default in (("start", "00:00"), ("end", "24:00")):
-        value = str(item.get(key, default))
-        if not _TIME.fullmatch(value):
-            raise PolicyError(f"{where}.{key}: expected HH:MM (or HH:MM:SS), got {value!r}")
-        if value == "24:00":
-            times.append(dt.time(0, 0))
-        else:
-            parts = [int(part) for part in value.split(":")] + [0]
-            times.append(dt.time(parts[0], parts[1], parts[2]))
-    timezone = str(item.get("timezone", "UTC"))
+def _clock(value: str) -> dt.time:
+    if value == "24:00":
+        return dt.time(0, 0)
+    parts = [int(part) for part in value.split(":")] + [0]
+    return dt.time(parts[0], parts[1], parts[2])
+
+
+def _allowed_signers(value: str | None, base: Path) -> list[AllowedSigner]:
+    """The approvers' keys from an OpenSSH allowed_signers file (principals are approver identities)."""
+    if value is None:
+        return []
+    path = resolve(value, base)
     try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise PolicyError(f"{where}.timezone: unknown time zone {timezone!r}") from None
-    if times[1] != dt.time(0, 0) and times[1] <= times[0]:
-        raise PolicyError(f"{where}: end must be after start (split overnight windows in two)")
-    return Window(allow, frozenset(days), times[0], times[1], timezone)
+        return parse_allowed_signers(path.read_text(encoding="utf-8"), str(path))
+    except OSError as exc:
+        raise FieldError(("allowed_signers_file", f"cannot read {path}: {exc.strerror}")) from None
+    except (ValueError, SSHSigError) as exc:
+        raise FieldError(("allowed_signers_file", str(exc))) from None
+
+
+def _approver_problems(model: PromotionsModel) -> list[tuple[str, str]]:
+    """Every approver has a key; identities are unique; every allowed signer is an approver."""
+    problems: list[tuple[str, str]] = []
+    for index, approver in enumerate(model.approvers):
+        if not approver._keys and not any(approver.identity in s.principals for s in model._shared):
+            problems.append(
+                (
+                    f"approvers[{index}].keys",
+                    f"{approver.identity} has no SSH public key (list it here or in "
+                    "promotions.allowed_signers_file)",
+                )
+            )
+    listed = [a.identity for a in model.approvers]
+    if len(set(listed)) != len(listed):
+        problems.append(("approvers", "identities must be unique"))
+    for signer in model._shared:
+        strays = [p for p in signer.principals if p not in listed]
+        if strays:
+            problems.append(
+                (
+                    "allowed_signers_file",
+                    f"{', '.join(strays)} is not an approver (add it to promotions.approvers with its "
+                    "groups)",
+                )
+            )
+    return problems
+
+
+def _integration_problems(model: PromotionsModel) -> list[tuple[str, str]]:
+    """An integration is not named like an approver."""
+    identities = {a.identity for a in model.approvers}
+    return [
+        (f"integrations[{index}].name", f"{integration.name!r} is also an approver identity")
+        for index, integration in enumerate(model.integrations)
+        if integration.name in identities
+    ]
+
+
+def _pipeline_problems(model: PromotionsModel) -> list[tuple[str, str]]:
+    """Pipelines name approvers that exist; their names and targets are unique."""
+    identities = {a.identity for a in model.approvers}
+    problems = [
+        (f"pipelines[{index}].approvers", f"{entry!r} is not in promotions.approvers")
+        for index, pipeline in enumerate(model.pipelines)
+        for entry in dict.fromkeys(pipeline.approvers)
+        if not entry.startswith("group:") and entry not in identities
+    ]
+    names = [p.name for p in model.pipelines]
+    if len(set(names)) != len(names):
+        problems.append(("pipelines", "names must be unique"))
+    targets = [p.target for p in model.pipelines]
+    if len(set(targets)) != len(targets):
+        problems.append(("pipelines", "one pipeline per target environment"))
+    return problems
+
+
+# -- from the validated models to the policy the controller reads -----------------------------------
+def _window(model: WindowModel) -> Window:
+    allow = model.allow if "allow" in model.model_fields_set else not model.deny
+    days = frozenset(_DAYS.index(day) for day in model.days)
+    return Window(allow, days, _clock(model.start), _clock(model.end), model.timezone)
+
+
+def _pipeline(model: PipelineModel) -> Pipeline:
+    return Pipeline(
+        name=model.name,
+        source=model.source,
+        target=model.target,
+        images=model.images,
+        files=tuple(model.files),
+        approvals=model.approvals,
+        approvers=frozenset(model.approvers),
+        allow_self_approval=model.allow_self_approval,
+        soak=model.soak,
+        windows=tuple(_window(w) for w in model.windows),
+        expire_after=model.expire_after,
+        auto_request=model.auto_request,
+        timeout=model.timeout,
+        rollback=RollbackPolicy(
+            approvals=model.rollback.approvals or model.approvals, soak=model.rollback.soak
+        ),
+    )
+
+
+def build(model: PromotionsModel) -> PromotionSettings:
+    """The policy from its validated model."""
+    approvers = tuple(
+        Approver(
+            a.identity,
+            (*a._keys, *(s for s in model._shared if a.identity in s.principals)),
+            frozenset(a.groups),
+        )
+        for a in model.approvers
+    )
+    return PromotionSettings(
+        signing_key=Path(model.signing_key) if model.signing_key else None,
+        pipelines=tuple(_pipeline(p) for p in model.pipelines),
+        approvers=approvers,
+        integrations=tuple(
+            Integration(i.name, i._secret, frozenset(i.identities)) for i in model.integrations
+        ),
+        timestamp_window=model.timestamp_window,
+        author_name=model.author.name,
+        author_email=model.author.email,
+    )
+
+
+def context(base: Path, environments: Iterable[str], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The validation context of ``PromotionsModel``."""
+    return {"base": base, "environ": environ, "environments": list(environments)}
 
 
 def parse(
@@ -316,160 +592,9 @@ def parse(
 ) -> PromotionSettings:
     """Validate the ``promotions:`` section; ``environments`` are the configured environment names.
 
-    Secrets come from ``secret_file`` or from ``RECONCILER_APPROVER_<IDENTITY>_SECRET`` /
-    ``RECONCILER_INTEGRATION_<NAME>_SECRET`` (non-alphanumerics become ``_``).
+    Secrets come from ``secret_file`` or from ``RECONCILER_INTEGRATION_<NAME>_SECRET``
+    (non-alphanumerics become ``_``). Every problem is a line of the ``PolicyError``, naming its field.
     """
     env = os.environ if environ is None else environ
-    section = mapping(raw, "promotions")
-    unknown(
-        section,
-        {
-            "approvers",
-            "allowed_signers_file",
-            "integrations",
-            "pipelines",
-            "timestamp_window",
-            "author",
-            "signing_key",
-        },
-        "promotions",
-    )
-    known_envs = set(environments)
-    shared = _allowed_signers_file(section.get("allowed_signers_file"), base)
-    approvers: list[Approver] = []
-    for index, item_raw in enumerate(_list(section.get("approvers"), "promotions.approvers")):
-        where = f"promotions.approvers[{index}]"
-        item = mapping(item_raw, where)
-        if "secret_file" in item:
-            raise PolicyError(
-                f"{where}.secret_file: approvers sign with their own SSH keys (keys: or "
-                "promotions.allowed_signers_file), so that nobody who can read the daemon's secrets can "
-                "sign as them; HMAC secrets are for integrations only"
-            )
-        unknown(item, {"identity", "keys", "groups"}, where)
-        identity = str(item.get("identity") or "")
-        if not identity or identity.startswith("group:") or len(identity) > 200:
-            raise PolicyError(f"{where}.identity: required (for example an e-mail address)")
-        groups = frozenset(str(g) for g in _list(item.get("groups"), f"{where}.groups"))
-        keys = [
-            _public_key(identity, line, f"{where}.keys[{n}]")
-            for n, line in enumerate(_list(item.get("keys"), f"{where}.keys"))
-        ]
-        keys += [signer for signer in shared if identity in signer.principals]
-        if not keys:
-            raise PolicyError(
-                f"{where}.keys: {identity} has no SSH public key (list it here or in "
-                "promotions.allowed_signers_file)"
-            )
-        approvers.append(Approver(identity, tuple(keys), groups))
-    if len({a.identity for a in approvers}) != len(approvers):
-        raise PolicyError("promotions.approvers: identities must be unique")
-    listed = {a.identity for a in approvers}
-    for signer in shared:
-        strays = [p for p in signer.principals if p not in listed]
-        if strays:
-            raise PolicyError(
-                f"promotions.allowed_signers_file: {', '.join(strays)} is not an approver "
-                "(add it to promotions.approvers with its groups)"
-            )
-    integrations: list[Integration] = []
-    for index, item_raw in enumerate(_list(section.get("integrations"), "promotions.integrations")):
-        where = f"promotions.integrations[{index}]"
-        item = mapping(item_raw, where)
-        unknown(item, {"name", "secret_file", "identities"}, where)
-        name = str(item.get("name") or "")
-        if not _NAME.fullmatch(name):
-            raise PolicyError(f"{where}.name: expected a lower-case name, got {name!r}")
-        if any(a.identity == name for a in approvers):
-            raise PolicyError(f"{where}.name: {name!r} is also an approver identity")
-        identities = frozenset(str(i) for i in _list(item.get("identities"), f"{where}.identities"))
-        secret = _read_secret(item, where, base, f"RECONCILER_INTEGRATION_{_env_key(name)}_SECRET", env)
-        integrations.append(Integration(name, secret, identities))
-    pipelines: list[Pipeline] = []
-    for index, item_raw in enumerate(_list(section.get("pipelines"), "promotions.pipelines")):
-        where = f"promotions.pipelines[{index}]"
-        item = mapping(item_raw, where)
-        unknown(
-            item,
-            {
-                "name", "from", "to", "images", "files", "approvals", "approvers", "allow_self_approval",
-                "soak", "windows", "expire_after", "auto_request", "timeout", "rollback",
-            },
-            where,
-        )  # fmt: skip
-        name = str(item.get("name") or "")
-        if not _NAME.fullmatch(name):
-            raise PolicyError(f"{where}.name: expected a lower-case name, got {name!r}")
-        source, target = str(item.get("from") or ""), str(item.get("to") or "")
-        for key, value in (("from", source), ("to", target)):
-            if value not in known_envs:
-                raise PolicyError(f"{where}.{key}: no environment named {value!r}")
-        if source == target:
-            raise PolicyError(f"{where}: from and to must differ")
-        files = tuple(str(f) for f in _list(item.get("files"), f"{where}.files"))
-        for file in files:
-            if Path(file).is_absolute() or ".." in Path(file).parts or "/" in file:
-                raise PolicyError(f"{where}.files: {file!r} must be a file name inside the overlay")
-        images = boolean(item, "images", where, True)
-        if not images and not files:
-            raise PolicyError(f"{where}: promotes nothing (images: false and no files)")
-        approvals = item.get("approvals", 1)
-        if isinstance(approvals, bool) or not isinstance(approvals, int) or approvals < 1:
-            raise PolicyError(f"{where}.approvals: expected a whole number of at least 1, got {approvals!r}")
-        allowed = frozenset(str(a) for a in _list(item.get("approvers"), f"{where}.approvers"))
-        if not allowed:
-            raise PolicyError(f"{where}.approvers: list the identities (or group:NAME) allowed to approve")
-        for entry in allowed:
-            if not entry.startswith("group:") and not any(a.identity == entry for a in approvers):
-                raise PolicyError(f"{where}.approvers: {entry!r} is not in promotions.approvers")
-        rollback_raw = mapping(item.get("rollback"), f"{where}.rollback")
-        unknown(rollback_raw, {"approvals", "soak"}, f"{where}.rollback")
-        rollback_approvals = rollback_raw.get("approvals", approvals)
-        if (
-            isinstance(rollback_approvals, bool)
-            or not isinstance(rollback_approvals, int)
-            or rollback_approvals < 1
-        ):
-            raise PolicyError(f"{where}.rollback.approvals: expected a whole number of at least 1")
-        pipelines.append(
-            Pipeline(
-                name=name,
-                source=source,
-                target=target,
-                images=images,
-                files=files,
-                approvals=approvals,
-                approvers=allowed,
-                allow_self_approval=boolean(item, "allow_self_approval", where, False),
-                soak=number(item, "soak", where, 0.0, units=DURATION_UNITS),
-                windows=tuple(
-                    _window(w, f"{where}.windows[{i}]")
-                    for i, w in enumerate(_list(item.get("windows"), f"{where}.windows"))
-                ),
-                expire_after=number(item, "expire_after", where, 24 * 3600.0, units=DURATION_UNITS),
-                auto_request=boolean(item, "auto_request", where, False),
-                timeout=number(item, "timeout", where, 900.0, units=DURATION_UNITS),
-                rollback=RollbackPolicy(
-                    approvals=rollback_approvals,
-                    soak=number(rollback_raw, "soak", f"{where}.rollback", 0.0, units=DURATION_UNITS),
-                ),
-            )
-        )
-    names = [p.name for p in pipelines]
-    if len(set(names)) != len(names):
-        raise PolicyError("promotions.pipelines: names must be unique")
-    targets = [p.target for p in pipelines]
-    if len(set(targets)) != len(targets):
-        raise PolicyError("promotions.pipelines: one pipeline per target environment")
-    author = mapping(section.get("author"), "promotions.author")
-    unknown(author, {"name", "email"}, "promotions.author")
-    signing_key = _signing_key(section.get("signing_key"), base)
-    return PromotionSettings(
-        signing_key=signing_key,
-        pipelines=tuple(pipelines),
-        approvers=tuple(approvers),
-        integrations=tuple(integrations),
-        timestamp_window=number(section, "timestamp_window", "promotions", 300.0, units=DURATION_UNITS),
-        author_name=str(author.get("name", "reconciler")),
-        author_email=str(author.get("email", "reconciler@localhost")),
-    )
+    model = validate(PromotionsModel, empty_if_none(raw), "promotions", context(base, environments, env))
+    return build(model)
