@@ -56,6 +56,13 @@ def empty_list_if_none(value: Any) -> Any:
     return [] if value is None else value
 
 
+T = TypeVar("T")
+# a list; ``key:`` with nothing after it in YAML is an empty one
+Items = Annotated[list[T], BeforeValidator(empty_list_if_none)]
+# on a section's annotation: ``key:`` with nothing after it is an empty section
+Section = BeforeValidator(empty_if_none)
+
+
 def _seconds(value: Any, units: Sequence[str]) -> Any:
     if not isinstance(value, str):
         return value
@@ -184,7 +191,8 @@ def describe(
 
 def join(root: str, loc: Sequence[int | str], sections: Collection[str] = (), below: str = "") -> str:
     """The path of the field at ``loc`` (and ``below`` it) as the configuration's messages write it."""
-    path = "" if loc and loc[0] in sections else root
+    first = loc[0] if loc else re.split(r"[.\[]", below, maxsplit=1)[0]
+    path = "" if first in sections else root
     for key in loc:
         path += f"[{key}]" if isinstance(key, int) else (f".{key}" if path else str(key))
     if below:
@@ -199,21 +207,24 @@ def _short(value: Any) -> str:
 
 _EXPECTED = {
     "bool_type": "true or false",
+    "bool_parsing": "true or false",
     "int_type": "a whole number",
+    "int_parsing": "a whole number",
     "float_type": "a number",
+    "float_parsing": "a number",
     "string_type": "a string",
     "list_type": "a list",
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
     "dict_type": "a mapping",
-    "missing": "",
 }
 
 
 def _message(error: ErrorDetails, model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     if kind == "missing":
-        return "required"
+        _, description = _annotation_at(model, loc)
+        return f"required ({description})" if description else "required"
     if kind in ("value_error", "assertion_error") and "error" in ctx:
         return str(ctx["error"])
     if kind in _EXPECTED:

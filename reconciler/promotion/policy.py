@@ -45,12 +45,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     Field,
     PrivateAttr,
     ValidationInfo,
@@ -61,11 +60,12 @@ from pydantic import (
 from reconciler.config_fields import (
     ConfigError,
     FieldError,
+    Items,
     PolicyDuration,
+    Section,
     StrictModel,
     base_of,
     empty_if_none,
-    empty_list_if_none,
     environ_of,
     resolve,
     secret_problem,
@@ -233,9 +233,6 @@ def counted_approvals(
 
 
 # -- the policy as models: types and formats on the fields, references between them in validators ---
-T = TypeVar("T")
-# a list; ``key:`` with nothing after it is an empty one
-Items = Annotated[list[T], BeforeValidator(empty_list_if_none)]
 _KEY_LINE = "an SSH public key line (ssh-ed25519 AAAA... comment)"
 _CLOCK = "a time HH:MM in quotes (YAML reads 16:00 unquoted as a number of minutes)"
 
@@ -295,7 +292,7 @@ class WindowModel(StrictModel):
 class ApproverModel(StrictModel):
     """A person: an identity, their SSH public keys, their groups."""
 
-    identity: str = Field(description="an identity (for example an e-mail address)")
+    identity: str = Field(description="an identity, for example an e-mail address")
     keys: Items[Annotated[str, Field(description=_KEY_LINE)]] = Field(
         default_factory=list, description="a list of SSH public key lines"
     )
@@ -382,7 +379,7 @@ class PipelineModel(StrictModel):
     expire_after: PolicyDuration = 24 * 3600.0
     auto_request: bool = False
     timeout: PolicyDuration = 900.0
-    rollback: Annotated[RollbackModel, BeforeValidator(empty_if_none)] = Field(default_factory=RollbackModel)
+    rollback: Annotated[RollbackModel, Section] = Field(default_factory=RollbackModel)
 
     @model_validator(mode="after")
     def _coherent(self, info: ValidationInfo) -> PipelineModel:
@@ -417,7 +414,7 @@ class PromotionsModel(StrictModel):
     integrations: Items[IntegrationModel] = Field(default_factory=list)
     pipelines: Items[PipelineModel] = Field(default_factory=list)
     timestamp_window: PolicyDuration = 300.0
-    author: Annotated[AuthorModel, BeforeValidator(empty_if_none)] = Field(default_factory=AuthorModel)
+    author: Annotated[AuthorModel, Section] = Field(default_factory=AuthorModel)
     signing_key: str | None = Field(default=None, description="the path of an SSH private key file")
     _shared: list[AllowedSigner] = PrivateAttr(default_factory=list)
 
