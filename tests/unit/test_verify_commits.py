@@ -152,11 +152,17 @@ def test_an_openpgp_signed_commit_verifies_against_the_allowed_keyring_only(
         return run("git", "rev-parse", "HEAD", cwd=repo)
 
     config = VerifyConfig(gpg_public_keys=exported)
-    good = verify_commit(repo, gpg_signed("by alice", "alice@example.com"), config, tmp_path / "daemon-gnupg")
-    assert good.ok, good.reason
-    bad = verify_commit(
-        repo, gpg_signed("by mallory", "mallory@example.com"), config, tmp_path / "daemon-gnupg"
-    )
-    assert not bad.ok
-    assert "OpenPGP signature status" in bad.reason
-    assert not verify_commit(repo, gpg_signed("again", "alice@example.com"), VerifyConfig()).ok
+    try:
+        good = verify_commit(
+            repo, gpg_signed("by alice", "alice@example.com"), config, tmp_path / "daemon-gnupg"
+        )
+        assert good.ok, good.reason
+        bad = verify_commit(
+            repo, gpg_signed("by mallory", "mallory@example.com"), config, tmp_path / "daemon-gnupg"
+        )
+        assert not bad.ok
+        assert "OpenPGP signature status" in bad.reason
+        assert not verify_commit(repo, gpg_signed("again", "alice@example.com"), VerifyConfig()).ok
+    finally:  # gpg leaves an agent per home behind
+        for home in (signer_home, tmp_path / "daemon-gnupg"):
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
