@@ -6,9 +6,20 @@ fetch moves the mirror to the branch head, checks the revision out into an immut
 queues ``env:<name>`` for every environment whose render inputs changed (a commit that only touches
 ``production/`` does not re-sync ``staging``) or that is not Ready yet. The queue deduplicates keys, so a
 burst of webhooks gives one fetch and at most one sync per environment, and never runs two syncs of one
-environment at once. Only the leader fetches and syncs. SIGTERM stops intake, lets the running stage
-finish (or cancels it between API calls: the inventory is written in single requests, never half),
-releases the Lease and exits.
+environment at once; a fetch that changes an environment's inputs while a sync of older inputs runs
+(typically waiting for their health) cancels that sync and runs the new one at once. Only the leader
+syncs; a replica that loses leadership cancels its running syncs.
+SIGTERM stops intake, lets the running stage finish (or cancels it between API calls: the inventory is
+written in single requests, never half), releases the Lease and exits.
+
+A webhook someone waits for is never held back by the Git backoff: it fetches at once (``add_now``),
+and while Git fails, a failed fetch is retried every ``WANTED_RETRY`` s for the commits webhooks announced
+(for ``WANTED_PATIENCE`` s), so they are fetched within a second of Git being reachable again; polls
+keep to the backoff. A commit a webhook announced is fetched again (0.2 s doubling to 2 s) until it is
+in the mirror, but given up after ``WANTED_ATTEMPTS`` successful fetches without it: a force push may
+have overtaken it; an all-zero ``after`` (a deleted branch) is no commit to wait for.
+A refused write of an Environment object is retried with backoff (key ``status:<name>``) until it lands;
+the syncs that failed while a cluster was unreachable are retried as soon as it answers again.
 """
 
 from __future__ import annotations
@@ -55,6 +66,14 @@ from reconciler.workqueue import Backoff, WorkQueue
 
 log = structlog.get_logger(__name__)
 FETCH = "fetch"
+STATUS = "status:"
+# how many fetches look for a commit a webhook announced before it is given up (0.2 s doubling to 2 s
+# between them: about 9 s, long enough for a Git server whose replicas lag behind its webhooks)
+WANTED_ATTEMPTS = 8
+# while Git fails, a commit a webhook announced is looked for this often, for this long after the webhook
+WANTED_RETRY = 0.5
+WANTED_PATIENCE = 120.0
+ZERO_SHA = frozenset({"0" * 40, "0" * 64})
 # Failures worth retrying with the same inputs (the API server may recover; another environment may
 # release an object or bring a namespace or CRD); render and manifest errors, and a blocked prune,
 # wait for a new revision (or an operator) instead.
@@ -91,12 +110,36 @@ class EnvironmentState:
     input_dirs: frozenset[str] | None = None
     # why a sync is held back by ``depends_on`` ("" when it is not)
     waiting_for: str = ""
+    # the last sync that created, configured or deleted something: revision, time, summary (None: none
+    # known); ``change_loaded`` once the Environment object was asked for one an earlier leader wrote
+    last_change: dict[str, str] | None = None
+    change_loaded: bool = False
+    # the input key the running sync applies ("" when none runs): a fetch with other inputs supersedes it
+    syncing_key: str = ""
 
     def __post_init__(self) -> None:
         if not self.conditions:
             self.conditions = next_conditions(
                 [], "Reconciling", "Pending", "waiting for the first sync", now_rfc3339()
             )
+
+    def message(self) -> str:
+        """What the environment's condition says: the last sync's message, except when the environment
+        is Ready and that sync changed nothing or ran at an older revision with the same inputs: then
+        ``revision R: N objects unchanged since S``, S being the revision of the last change (never a
+        no-op sync's "9 unchanged" hiding the change, nor a new revision beside an old one's message)."""
+        result = self.result
+        if result is None:
+            return ""
+        if not (result.ok and result.synced) or (
+            result.changeset.changed and result.revision == self.revision
+        ):
+            return result.message
+        since = self.last_change["revision"] if self.last_change else ""
+        objects = len(result.changeset.entries)
+        if not since:
+            return f"revision {self.revision}: {objects} objects unchanged"
+        return f"revision {self.revision}: {objects} objects unchanged since {since}"
 
     def status(self) -> dict[str, Any]:
         """JSON status for the API (also the source of the Environment object's status)."""
@@ -111,6 +154,7 @@ class EnvironmentState:
             "syncs": self.syncs,
             "lastSyncTime": self.last_sync or None,
             "lastSuccessTime": self.last_success or None,
+            **({"lastAppliedChange": self.last_change} if self.last_change else {}),
         }
         # held back by depends_on: that is what the environment is doing now, whatever it did last
         held = (
@@ -134,7 +178,7 @@ class EnvironmentState:
             "health": summary["health"],
             "condition": summary["condition"],
             "reason": summary["reason"],
-            "message": summary["message"],
+            "message": self.message(),
             **held,
             "changes": summary["changes"],
             "lastChangeSet": changeset_summary(result.changeset),
@@ -144,6 +188,14 @@ class EnvironmentState:
             "durations": summary["durations"],
             "lastError": result.error,
         }
+
+
+@dataclass
+class Wanted:
+    """A commit a webhook announced, until the mirror holds it."""
+
+    since: float  # monotonic time of the first webhook naming it
+    misses: int = 0  # successful fetches that did not bring it
 
 
 class Daemon:
@@ -178,7 +230,8 @@ class Daemon:
         self.cluster_errors: dict[str, str] = {}
         self.elector: LeaderElector | None = None
         self.leading = asyncio.Event()
-        self._requested: set[str] = set()
+        self._requested: dict[str, Wanted] = {}  # commits webhooks announced, until fetched
+        self._nudged: set[str] = set()  # commits a follower passed on to the leader
         self._tasks: list[asyncio.Task[Any]] = []
         self.dead_tasks: list[str] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -190,21 +243,29 @@ class Daemon:
 
     # -- Controller protocol (for the HTTP server) --------------------------------------------------
     def push(self, push: Push) -> str:
-        """A webhook arrived: fetch now (or ask the leader to)."""
+        """A webhook arrived: fetch now, whatever the backoff (or, as a follower, ask the leader to)."""
         branch_ref = f"refs/heads/{self.settings.repository.branch}"
         if push.ref and push.ref != branch_ref:
             return f"ref {push.ref} is not the tracked branch {branch_ref}"
-        if push.after and push.after == self.revision:
-            return f"revision {push.after[:12]} is already fetched"
-        if push.after:
-            if push.after in self._requested:
-                return "accepted"
-            self._requested.add(push.after)
+        # an all-zero commit is a deleted branch: fetch (and report it missing), wait for no commit
+        after = "" if push.after in ZERO_SHA else push.after
         if self.leading.is_set():
-            self.queue.add(FETCH)
+            if after and after == self.revision:
+                return f"revision {after[:12]} is already fetched"
+            if after and after in self._requested and not self.queue.backing_off(FETCH):
+                return "accepted"  # the fetch for it is queued or running (a burst of one push)
+            if after:
+                self._requested.setdefault(after, Wanted(time.monotonic()))
+            self.queue.add_now(FETCH)
         elif self.elector is not None:
-            task = asyncio.get_running_loop().create_task(self._nudge(push.after))
-            self._tasks.append(task)
+            # what this follower fetched says nothing about the leader: pass every new commit on
+            if after and after in self._nudged:
+                return "accepted"
+            task = asyncio.get_running_loop().create_task(self._nudge(after), name="nudge-leader")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        else:
+            self.queue.add_now(FETCH)
         return "accepted"
 
     async def _nudge(self, sha: str) -> None:
@@ -213,6 +274,11 @@ class Daemon:
             await self.elector.nudge(sha)
         except KubeError as exc:
             log.warning("could not pass the webhook on to the leader", error=str(exc))
+            return
+        if sha:  # passed on: a redelivery need not be (a failed one is, when it comes again)
+            if len(self._nudged) >= 256:
+                self._nudged.clear()
+            self._nudged.add(sha)
 
     def readiness(self) -> tuple[bool, list[str]]:
         """Ready when Git was fetched at least once, is not stale, and every cluster answers."""
@@ -328,7 +394,7 @@ class Daemon:
             self.elector = LeaderElector(
                 client,
                 self.settings.leader_election,
-                on_nudge=lambda sha: self.queue.add(FETCH),
+                on_nudge=self._nudged_by_follower,
                 on_change=self._leadership_changed,
             )
             self._spawn(self.elector.run(), "leader-election")
@@ -358,15 +424,30 @@ class Daemon:
         """The internal loops that died (``/healthz`` fails while this is not empty)."""
         return list(self.dead_tasks)
 
+    def _nudged_by_follower(self, sha: str) -> None:
+        """A follower passed a webhook on through the Lease: as good as one sent to us."""
+        if sha and sha not in ZERO_SHA and sha not in ("unknown", self.revision):
+            self._requested.setdefault(sha, Wanted(time.monotonic()))
+        self.queue.add_now(FETCH)
+
     def _leadership_changed(self, leading: bool) -> None:
         self.metrics.leader.set(1 if leading else 0)
         if leading:
             self.leading.set()
-            self.queue.add(FETCH)
+            # another leader may have written the Environment objects since we last did
+            for objects in self.environment_objects.values():
+                objects.forget()
+            for state in self.environments.values():
+                state.last_change, state.change_loaded = None, False
+            self.queue.add_now(FETCH)
             for name in self.environments:
                 self.queue.add(f"env:{name}")
         else:
             self.leading.clear()
+            # only the leader writes: stop the syncs and status writes under way
+            cancelled = self.queue.cancel("env:") + self.queue.cancel(STATUS)
+            if cancelled:
+                log.warning("leadership lost: cancelled the running syncs", cancelled=cancelled)
             for name in self.environments:  # only the leader reports environments' state
                 self.metrics.environment_known(name)
 
@@ -385,14 +466,25 @@ class Daemon:
                     self.queue.add(f"env:{name}")
 
     async def _probe_clusters(self) -> None:
+        """Every 5 s (every 0.5 s while one does not answer): is each cluster reachable? When one answers
+        again, the syncs that failed meanwhile run at once instead of waiting out their backoff."""
         while True:
             for name, client in self.clients.items():
                 try:
                     await client.request("GET", "/version", subject=f"cluster {name}")
-                    self.cluster_errors.pop(name, None)
                 except KubeError as exc:
                     self.cluster_errors[name] = str(exc)
-            await asyncio.sleep(5)
+                    continue
+                if self.cluster_errors.pop(name, None) is not None and self.leading.is_set():
+                    retried = [
+                        state.config.name
+                        for state in self.environments.values()
+                        if state.config.cluster == name and self.queue.backing_off(f"env:{state.config.name}")
+                    ]
+                    for env in retried:
+                        self.queue.add_now(f"env:{env}")
+                    log.info("cluster reachable again", cluster=name, retried=retried)
+            await asyncio.sleep(0.5 if self.cluster_errors else 5)
 
     async def stop(self, timeout: float = 7.0) -> None:
         """Stop intake, drain or cancel work, release the Lease, close everything."""
@@ -434,6 +526,11 @@ class Daemon:
             await self._fetch()
         elif key.startswith("env:"):
             await self._sync(key[4:])
+        elif key.startswith(STATUS) and self.leading.is_set():
+            name = key[len(STATUS) :]
+            if not await self._write_status(name):
+                objects = self.environment_objects[self.environments[name].config.cluster]
+                raise RuntimeError(f"the Environment object {name} was not written: {objects.failing(name)}")
 
     def _render_options(self, env: EnvironmentConfig) -> RenderOptions:
         return RenderOptions(
@@ -456,18 +553,16 @@ class Daemon:
             log.warning(
                 "git fetch failed; keeping the last good revision", error=str(exc), revision=self.revision
             )
+            now = time.monotonic()
+            if any(now - wanted.since < WANTED_PATIENCE for wanted in self._requested.values()):
+                # webhooks wait for a commit: look again soon (an earlier timer wins over the backoff's)
+                self.queue.add_after(FETCH, WANTED_RETRY)
             raise
         self.metrics.fetched(time.monotonic() - started)
         self.fetched_once = True
         self.stale_reason = ""
         self.last_fetch_success = time.time()
-        # pushes announced by webhooks are satisfied once their commit is in the mirror
-        missing = {
-            want for want in self._requested if not await asyncio.to_thread(self.source.has_commit, want)
-        }
-        self._requested = missing
-        if missing:
-            self.queue.add_after(FETCH, 0.2)
+        await self._look_for_wanted(sha)
         changed_revision = sha != self.revision
         previous_revision = self.revision
         self.revision, self.snapshot = sha, snapshot
@@ -482,16 +577,50 @@ class Daemon:
             ready = state.result is not None and state.result.ok
             if key != state.input_key or not ready:
                 self.queue.add(f"env:{name}")
+                # a sync of older inputs (maybe waiting for their health) must not hold the new ones back:
+                # cancel it (between API calls; the inventory is never half written) and run again at
+                # once, as Flux's CancelHealthCheckOnNewRevision does
+                if state.syncing_key not in ("", key) and self.queue.cancel(f"env:{name}"):
+                    log.info("sync superseded by a new revision", environment=name, revision=sha[:12])
             else:
                 state.revision = sha
                 if state.result is not None and state.result.synced and state.applied_revision != sha:
-                    # the same render inputs at a new commit: applied as it is
+                    # the same render inputs at a new commit: applied as it is, and said so
                     state.applied_revision = sha
                     self.metrics.applied_revision(name, sha)
+                    state.conditions = next_conditions(
+                        state.conditions,
+                        state.result.condition,
+                        state.result.reason,
+                        state.message(),
+                        now_rfc3339(),
+                    )
                     moved.append(name)
         # one status write per environment the commit did not change: off the fetch's critical path, so
         # the next push is fetched at once however many environments there are
         self._report_later(moved)
+
+    async def _look_for_wanted(self, head: str) -> None:
+        """Forget the commits webhooks announced that the mirror now holds; fetch again soon for the
+        others, but give each up after ``WANTED_ATTEMPTS`` fetches (a force push overtook it, or it was
+        never on the branch): it must not keep the daemon fetching for ever."""
+        for sha, wanted in list(self._requested.items()):
+            if sha == head or await asyncio.to_thread(self.source.has_commit, sha):
+                self._requested.pop(sha, None)
+                continue
+            wanted.misses += 1
+            if wanted.misses >= WANTED_ATTEMPTS:
+                self._requested.pop(sha, None)
+                log.warning(
+                    "a commit a webhook announced never arrived; given up (overtaken by a force push, or "
+                    "not on the branch)",
+                    commit=sha[:12],
+                    fetches=wanted.misses,
+                    head=head[:12],
+                )
+        if self._requested:
+            fewest = min(wanted.misses for wanted in self._requested.values())
+            self.queue.add_after(FETCH, min(2.0, 0.2 * 2 ** (fewest - 1)))
 
     def _report_later(self, names: list[str]) -> None:
         """Report these environments in a background task (at most 16 writes at a time)."""
@@ -576,11 +705,24 @@ class Daemon:
         with structlog.contextvars.bound_contextvars(**context):
             log.info("sync started")
             started = time.monotonic()
-            result = await engine.sync_directory(
-                snapshot, snapshot / env.path, self._render_options(env), options
-            )
+            state.syncing_key = state.latest_key or "?"
+            try:
+                result = await engine.sync_directory(
+                    snapshot, snapshot / env.path, self._render_options(env), options
+                )
+            finally:
+                state.syncing_key = ""
             elapsed = time.monotonic() - started
         previous_key = state.input_key
+        if result.changeset.changed:
+            state.last_change = {
+                "revision": revision,
+                "time": now_rfc3339(),
+                "summary": result.changeset.summary(),
+            }
+            state.change_loaded = True
+        elif not state.change_loaded:
+            state.last_change = await self._previous_change(state)
         state.result, state.revision, state.last_sync = result, revision, time.time()
         state.syncs += 1
         state.input_key = result.input_hash or f"error@{revision}"
@@ -639,16 +781,43 @@ class Daemon:
             state.applied_revision = result.revision
             self.metrics.applied_revision(name, result.revision)
         state.conditions = next_conditions(
-            state.conditions, result.condition, result.reason, result.message, now_rfc3339()
+            state.conditions, result.condition, result.reason, state.message(), now_rfc3339()
         )
         await self._report(name, sync_events(result, previous))
 
+    async def _previous_change(self, state: EnvironmentState) -> dict[str, str] | None:
+        """The last change an earlier leader (or this daemon before a restart) recorded on the object."""
+        objects = self.environment_objects.get(state.config.cluster)
+        if objects is None:
+            return None
+        try:
+            change = await objects.previous_change(state.config.name)
+        except KubeError as exc:
+            log.warning("could not read the Environment objects", error=str(exc))
+            return None
+        state.change_loaded = True
+        if change is None:
+            return None
+        return {key: str(change.get(key) or "") for key in ("revision", "time", "summary")}
+
     async def _report(self, name: str, notes: list[EventNote]) -> None:
-        """Write the environment's object (when its status changed) and record ``notes`` about it."""
+        """Write the environment's object (when its status changed) and record ``notes`` about it; a
+        refused write is retried with backoff (``status:<name>``) until it lands."""
         state = self.environments[name]
         objects = self.environment_objects.get(state.config.cluster)
         if objects is None:
             return
+        if not await self._write_status(name):
+            self.queue.add(STATUS + name)
+        for note in notes:
+            self.events.record(objects.client, objects.involved(name), note)
+
+    async def _write_status(self, name: str) -> bool:
+        """Write the environment's object as it is now; False when the API server refused."""
+        state = self.environments[name]
+        objects = self.environment_objects.get(state.config.cluster)
+        if objects is None:
+            return True
         spec = {
             "path": state.config.path,
             "cluster": state.config.cluster,
@@ -656,9 +825,7 @@ class Daemon:
             "branch": self.settings.repository.branch,
             "prune": state.config.prune,
         }
-        await objects.report(name, spec, state.status())
-        for note in notes:
-            self.events.record(objects.client, objects.involved(name), note)
+        return await objects.report(name, spec, state.status())
 
     def _on_drift(self, environment: str, entry: ChangeSetEntry) -> None:
         """The engine corrected (or refused to correct) drift: count it and say so."""

@@ -6,8 +6,17 @@ synced to (``kubectl get environments -n reconciler-system`` prints revision, sy
 The spec mirrors the daemon's configuration (it is informative: policy stays in the configuration); the
 status is derived from the environment's last sync: applied and attempted revision, sync and health,
 object counts, and the kstatus conditions ``Ready``, ``Reconciling`` and ``Stalled``
-(``next_conditions``, pure). Only the leader writes, with server-side apply, and the status only when it
-changed, so a no-op resync writes nothing. The CRD ships in ``reconciler/crds/environments.yaml``.
+(``next_conditions``, pure), and ``lastAppliedChange``: the last sync that created, configured or deleted
+something (its revision, time and summary), which a later no-op sync does not hide; a new leader or a
+restarted daemon reads it back from the object (``previous_change``). Only the leader writes, with
+server-side apply, and the status only when it changed, so a no-op resync writes nothing.
+
+A field is left out of the status rather than written empty: with server-side apply, an empty map where
+the field manager owned keys before becomes ``null``, which the schema refuses (``status.changes:
+Invalid value: "null"``), and the whole write with it. A refused write is logged as a warning whenever
+an environment's writes start failing or fail differently (repeats are debug lines), and once when they
+succeed again; ``report`` returns False so the caller retries. The CRD ships in
+``reconciler/crds/environments.yaml``.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import structlog
 
 from reconciler.events import InvolvedObject
 from reconciler.kube.client import APPLY_PATCH, KubeClient
-from reconciler.kube.errors import KubeError, NoMatchError
+from reconciler.kube.errors import KubeError, NoMatchError, NotFoundError
 from reconciler.objects import Action, ChangeSet
 
 log = structlog.get_logger(__name__)
@@ -80,12 +89,18 @@ def status_body(status: Mapping[str, Any], generation: int) -> dict[str, Any]:
         "sync": status.get("sync", "Unknown"),
         "health": status.get("health", "Unknown"),
         "pruneBlocked": str(status.get("pruneBlocked") or ""),
-        "changes": dict(status.get("changes") or {}),
         "conditions": [
             {**c, "observedGeneration": generation} if generation else dict(c)
             for c in status.get("conditions") or []
         ],
     }
+    # never an empty map: server-side apply would turn it into a refused null (see the module docstring)
+    if status.get("changes"):
+        body["changes"] = dict(status["changes"])
+    if status.get("lastAppliedChange"):
+        change = status["lastAppliedChange"]
+        fields = {key: str(change.get(key) or "")[:1024] for key in ("revision", "time", "summary")}
+        body["lastAppliedChange"] = {key: value for key, value in fields.items() if value}
     if status.get("inventoryObjects") is not None:
         body["inventoryObjects"] = int(status["inventoryObjects"])
     return body
@@ -107,7 +122,8 @@ class EnvironmentObjects:
         self.namespace = namespace
         self._known: dict[str, _Known] = {}
         self._namespace_ready = False
-        self._warned = False
+        self._failing: dict[str, str] = {}  # environment -> the error its last write failed with
+        self._previous: dict[str, dict[str, Any]] | None = None  # lastAppliedChange by name, once listed
 
     def involved(self, name: str) -> InvolvedObject:
         """The Environment as an Event's involvedObject (with its uid once known)."""
@@ -116,7 +132,7 @@ class EnvironmentObjects:
 
     async def report(self, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> bool:
         """Make the Environment exist with ``spec`` and carry ``status``; False when it could not be
-        written (logged once: a missing CRD or RBAC must not stop syncs)."""
+        written (a missing CRD or RBAC must not stop syncs: the caller retries later)."""
         try:
             known = await self._ensure(name, dict(spec))
             body = status_body(status, known.generation)
@@ -124,16 +140,46 @@ class EnvironmentObjects:
                 await self._apply(name, "/status", {"status": body})
                 known.status = body
         except KubeError as exc:
-            level = log.debug if self._warned else log.warning
+            error = str(exc)
+            repeat = self._failing.get(name) == error
             hint = (
                 " (install reconciler's CRDs: `install_crds: true`, or kubectl apply deploy/base/crds)"
                 if isinstance(exc, NoMatchError)
                 else ""
             )
-            level("could not write the Environment object" + hint, environment=name, error=str(exc))
-            self._warned = True
+            (log.debug if repeat else log.warning)(
+                "could not write the Environment object" + hint, environment=name, error=error
+            )
+            self._failing[name] = error
             return False
+        if self._failing.pop(name, None) is not None:
+            log.info("the Environment object is written again", environment=name)
         return True
+
+    def failing(self, name: str) -> str:
+        """Why the last write of ``name``'s object failed ("" when it succeeded)."""
+        return self._failing.get(name, "")
+
+    async def previous_change(self, name: str) -> dict[str, Any] | None:
+        """The ``lastAppliedChange`` the object of ``name`` carries (written by an earlier leader or
+        process), read with one listing of the namespace for every environment; None when there is none."""
+        if self._previous is None:
+            try:
+                info = await self.client.resource(API_VERSION, KIND)
+                listing = await self.client.request("GET", info.path(self.namespace))
+            except NotFoundError:
+                listing = {}
+            self._previous = {}
+            for item in listing.get("items") or []:
+                change = (item.get("status") or {}).get("lastAppliedChange")
+                if isinstance(change, dict) and change.get("revision"):
+                    self._previous[str((item.get("metadata") or {}).get("name"))] = dict(change)
+        return self._previous.get(name)
+
+    def forget(self) -> None:
+        """Forget what is known about the objects (another leader may have written them since)."""
+        self._known.clear()
+        self._previous = None
 
     async def _ensure(self, name: str, spec: dict[str, Any]) -> _Known:
         known = self._known.get(name)

@@ -200,7 +200,7 @@ class EventRecorder:
         self.on_outcome = on_outcome or (lambda _reason, _outcome: None)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
-        self._failing = False
+        self._failing = ""  # the kind of error the last send failed with ("" after a success)
 
     def start(self) -> None:
         """Start the sending task."""
@@ -238,13 +238,19 @@ class EventRecorder:
             try:
                 await self._send(pending)
                 self.on_outcome(pending.note.reason, pending.decision.outcome)
-                self._failing = False
+                if self._failing:
+                    log.info("events are recorded again")
+                self._failing = ""
             except KubeError as exc:
                 self.on_outcome(pending.note.reason, "failed")
-                (log.debug if self._failing else log.warning)(
+                # a warning whenever sending starts failing or fails in another way (each message
+                # names its Event, so the kind of error is compared); repeats are counted
+                # (reconciler_events_total{outcome="failed"}) and logged at debug level
+                kind = type(exc).__name__
+                (log.debug if kind == self._failing else log.warning)(
                     "could not record an event", reason=pending.note.reason, error=str(exc)
                 )
-                self._failing = True
+                self._failing = kind
             finally:
                 self._queue.task_done()
 

@@ -2,9 +2,20 @@
 
 The algorithm follows client-go's: a candidate takes the Lease when it does not exist, or when the
 holder has not renewed it for a full lease duration *as observed by this candidate's own clock* (so
-clock skew between replicas does not matter); the leader renews every ``renew_interval`` and gives up
-leadership when it could not renew for a lease duration; on shutdown it releases the Lease so a
-successor takes over at once. Every write is guarded by the Lease's resourceVersion.
+clock skew between replicas does not matter); the leader renews every ``renew_interval`` and stops
+leading when it could not renew within ``renew_deadline`` (shorter than the lease duration, so it has
+stopped before a follower may take over; a renewal that hangs is cut off at the deadline too); on
+shutdown it releases the Lease so a successor takes over at once. Every write is guarded by the Lease's
+resourceVersion.
+
+Identities are stable (the pod name: ``settings`` takes it from ``POD_NAME`` or ``HOSTNAME``), so a
+replica restarted after a crash finds the Lease held by its own identity. It takes it back at once,
+without waiting out the lease duration, once the Lease was not renewed for two renew intervals by its
+own wall clock (the restarted process runs on the same node as its predecessor). Each process also
+writes its own random instance id beside the holder (``reconciler.dev/holder-instance``): a leader that
+finds another instance holding the Lease under its identity (two live processes sharing an identity, a
+misconfiguration) stops leading at once, and from then on treats that identity's Lease as another
+holder's, so two such processes never both lead for longer than one renew interval.
 
 Followers that receive a webhook pass it on by annotating the Lease (``reconciler.dev/fetch-requested``);
 the leader watches its Lease and fetches immediately, so a webhook that reaches any replica makes the
@@ -15,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,10 +39,22 @@ from reconciler.settings import LeaderElectionConfig
 
 log = structlog.get_logger(__name__)
 NUDGE_ANNOTATION = "reconciler.dev/fetch-requested"
+INSTANCE_ANNOTATION = "reconciler.dev/holder-instance"
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _age(renew_time: str) -> float | None:
+    """Seconds since ``renew_time`` (a Lease's MicroTime) by this machine's clock; None if unreadable."""
+    try:
+        stamp = dt.datetime.fromisoformat(renew_time.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return (dt.datetime.now(dt.UTC) - stamp).total_seconds()
 
 
 class LeaderElector:
@@ -47,13 +71,16 @@ class LeaderElector:
         self.client = client
         self.config = config
         self.identity = config.identity
+        self.instance = secrets.token_hex(8)  # this process, among processes of the same identity
         self.leading = asyncio.Event()
         self.on_nudge = on_nudge
         self.on_change = on_change
         self.holder = ""
-        self._observed: tuple[str, str] = ("", "")
+        self.shared_identity = False  # another live process uses our identity (see the module docstring)
+        self._observed: tuple[str, str, str] = ("", "", "")
         self._observed_at = 0.0
         self._last_renew = 0.0
+        self._retry_in = config.renew_interval
         self._last_nudge = ""
         self._watch_task: asyncio.Task[None] | None = None
         self._namespace_ready = False
@@ -83,16 +110,43 @@ class LeaderElector:
         await self.client.ensure_namespace(self.config.namespace)
         self._namespace_ready = True
 
+    def _predecessor_gone(self, renew_time: str) -> bool:
+        """The Lease names our identity but another instance: True when that instance is not renewing it
+        (it would every renew interval), i.e. it was this pod before a restart, not a live twin."""
+        interval = self.config.renew_interval
+        age = _age(renew_time)
+        threshold = 2 * interval + 0.5
+        if age is None or age > threshold:
+            return True
+        self._retry_in = min(interval, max(0.05, threshold - age + 0.05))  # look again right then
+        return False
+
     async def try_acquire_or_renew(self) -> bool:
-        """One round of the election; True when we hold the Lease afterwards."""
+        """One round of the election; True when we hold the Lease afterwards.
+
+        A conflict on our own renewal (a follower's nudge annotated the Lease between our read and our
+        write) is retried at once with a fresh read: it must not cost the leadership."""
         await self._ensure_namespace()
+        for _ in range(3):
+            held = await self._attempt()
+            if held is not None:
+                return held
+        return False
+
+    async def _attempt(self) -> bool | None:
+        """One read and (maybe) one write of the Lease; None when our renewal hit a conflict."""
+        self._retry_in = self.config.renew_interval
         try:
             lease = await self.client.request("GET", self.path)
         except NotFoundError:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
-                "metadata": {"name": self.config.lease_name, "namespace": self.config.namespace},
+                "metadata": {
+                    "name": self.config.lease_name,
+                    "namespace": self.config.namespace,
+                    "annotations": {INSTANCE_ANNOTATION: self.instance},
+                },
                 "spec": self._spec(acquire=True, transitions=0),
             }
             try:
@@ -105,36 +159,59 @@ class LeaderElector:
                 return False
             return True
         spec = lease.get("spec") or {}
+        metadata = lease.setdefault("metadata", {})
+        annotations = metadata.get("annotations") or {}
         holder = str(spec.get("holderIdentity") or "")
         renew_time = str(spec.get("renewTime") or "")
+        instance = str(annotations.get(INSTANCE_ANNOTATION) or "")
         self.holder = holder
-        if (holder, renew_time) != self._observed:
-            self._observed = (holder, renew_time)
+        if (holder, renew_time, instance) != self._observed:
+            self._observed = (holder, renew_time, instance)
             self._observed_at = time.monotonic()
         duration = float(spec.get("leaseDurationSeconds") or self.config.lease_duration)
-        mine = holder == self.identity
-        expired = not holder or time.monotonic() - self._observed_at > duration
-        if not mine and not expired:
+        ours = holder == self.identity
+        mine = ours and instance == self.instance
+        if ours and not mine and self.leading.is_set():
+            self.shared_identity = True
+            log.error(
+                "another process holds the Lease under this replica's identity; identities must be "
+                "unique (set POD_NAME or leader_election.identity per replica); stepping down",
+                identity=self.identity,
+            )
             return False
-        transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
+        expired = not holder or time.monotonic() - self._observed_at > duration
+        reclaim = ours and not mine and not self.shared_identity and self._predecessor_gone(renew_time)
+        if not mine and not expired and not reclaim:
+            return False
+        transitions = int(spec.get("leaseTransitions") or 0) + (0 if ours else 1)
         lease["spec"] = {**spec, **self._spec(acquire=not mine, transitions=transitions)}
+        metadata["annotations"] = {**annotations, INSTANCE_ANNOTATION: self.instance}
         try:
             await self.client.request("PUT", self.path, body=lease)
         except ConflictError:
-            return False
+            return None if mine else False
+        if reclaim:
+            log.info("took the Lease back from this replica's previous process", identity=self.identity)
         return True
+
+    async def _round(self) -> bool:
+        """One election round, cut off at the renew deadline while leading."""
+        if not self.leading.is_set():
+            return await asyncio.wait_for(self.try_acquire_or_renew(), self.config.lease_duration)
+        remaining = self._last_renew + self.config.renew_deadline - time.monotonic()
+        return await asyncio.wait_for(self.try_acquire_or_renew(), max(0.05, remaining))
 
     async def run(self) -> None:
         """Campaign and renew until cancelled."""
         while True:
             try:
-                held = await self.try_acquire_or_renew()
+                held = await self._round()
                 if held:
                     self._last_renew = time.monotonic()
-            except KubeError as exc:
-                log.warning("leader election round failed", error=str(exc))
+            except (KubeError, TimeoutError) as exc:
+                log.warning("leader election round failed", error=str(exc) or type(exc).__name__)
                 held = (
-                    self.leading.is_set() and time.monotonic() - self._last_renew < self.config.lease_duration
+                    self.leading.is_set() and time.monotonic() - self._last_renew < self.config.renew_deadline
                 )
             if held and not self.leading.is_set():
                 log.info("became the leader", identity=self.identity)
@@ -150,7 +227,7 @@ class LeaderElector:
                     self._watch_task.cancel()
                 if self.on_change:
                     self.on_change(False)
-            await asyncio.sleep(self.config.renew_interval)
+            await asyncio.sleep(self.config.renew_interval if held else self._retry_in)
 
     async def _watch_nudges(self) -> None:
         info = await self.client.resource("coordination.k8s.io/v1", "Lease")
@@ -186,7 +263,12 @@ class LeaderElector:
         self.leading.clear()
         try:
             lease = await self.client.request("GET", self.path)
-            if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+            annotations = (lease.get("metadata") or {}).get("annotations") or {}
+            spec = lease.get("spec") or {}
+            if (
+                spec.get("holderIdentity") == self.identity
+                and annotations.get(INSTANCE_ANNOTATION, self.instance) == self.instance
+            ):
                 lease["spec"]["holderIdentity"] = ""
                 lease["spec"]["leaseDurationSeconds"] = 1
                 await self.client.request("PUT", self.path, body=lease)

@@ -8,7 +8,8 @@ variables (``RECONCILER_WEBHOOK_<PROVIDER>_SECRET``, ``RECONCILER_GIT_TOKEN``).
 Every validation error names the field (``environments[1].path: ...``) and says what is expected.
 Environment overrides: ``RECONCILER_LISTEN``, ``RECONCILER_LOG_LEVEL``, ``RECONCILER_CACHE_DIR``,
 ``RECONCILER_REPOSITORY_URL``, ``RECONCILER_REPOSITORY_BRANCH``, ``RECONCILER_POLL_INTERVAL``,
-``RECONCILER_LEADER_ELECTION`` (true/false), ``RECONCILER_IDENTITY``.
+``RECONCILER_LEADER_ELECTION`` (true/false), ``RECONCILER_IDENTITY`` (else ``POD_NAME``, else ``HOSTNAME``
+when ``leader_election.identity`` is not set).
 """
 
 from __future__ import annotations
@@ -119,14 +120,22 @@ class WebhookConfig:
 
 @dataclass(frozen=True)
 class LeaderElectionConfig:
-    """Lease-based leader election: only the leader writes to clusters."""
+    """Lease-based leader election: only the leader writes to clusters.
+
+    As in client-go: a follower takes the Lease once it has seen it unrenewed for ``lease_duration``; the
+    leader renews every ``renew_interval`` and stops leading when it could not renew for
+    ``renew_deadline`` (shorter than ``lease_duration``, so it has stopped before anyone takes over).
+    ``identity`` is stable across restarts (the pod name), so a restarted replica takes its own Lease
+    back at once.
+    """
 
     enabled: bool = True
     cluster: str = ""
     namespace: str = "reconciler-system"
     lease_name: str = "reconciler-leader"
-    lease_duration: float = 15.0
-    renew_interval: float = 2.0
+    lease_duration: float = 8.0
+    renew_deadline: float = 5.0
+    renew_interval: float = 1.0
     identity: str = ""
 
 
@@ -418,7 +427,16 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
     leader_raw = mapping(raw.get("leader_election"), "leader_election")
     unknown(
         leader_raw,
-        {"enabled", "cluster", "namespace", "lease_name", "lease_duration", "renew_interval", "identity"},
+        {
+            "enabled",
+            "cluster",
+            "namespace",
+            "lease_name",
+            "lease_duration",
+            "renew_deadline",
+            "renew_interval",
+            "identity",
+        },
         "leader_election",
     )
     enabled = boolean(leader_raw, "enabled", "leader_election", True)
@@ -427,17 +445,33 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
     lease_cluster = str(leader_raw.get("cluster") or clusters[0].name)
     if lease_cluster not in names:
         raise ConfigError(f"leader_election.cluster: no cluster named {lease_cluster!r}")
-    duration = number(leader_raw, "lease_duration", "leader_election", 15.0, minimum=2.0)
-    renew = number(leader_raw, "renew_interval", "leader_election", 2.0, minimum=0.1)
+    duration = number(leader_raw, "lease_duration", "leader_election", 8.0, minimum=2.0)
+    renew = number(leader_raw, "renew_interval", "leader_election", min(1.0, duration / 4), minimum=0.1)
     if renew >= duration / 2:
         raise ConfigError("leader_election.renew_interval: must be less than half of lease_duration")
-    identity = env.get("RECONCILER_IDENTITY") or str(leader_raw.get("identity") or "")
+    # about client-go's ratio (10 s of 15 s): the leader has stopped well before a follower takes over
+    deadline = number(
+        leader_raw, "renew_deadline", "leader_election", max(renew * 2, duration * 5 / 8), minimum=0.2
+    )
+    if not renew < deadline < duration:
+        raise ConfigError(
+            "leader_election.renew_deadline: must be more than renew_interval and less than lease_duration"
+        )
+    # stable across restarts of the same pod, so a restarted replica takes its own Lease back at once
+    identity = (
+        env.get("RECONCILER_IDENTITY")
+        or str(leader_raw.get("identity") or "")
+        or env.get("POD_NAME")
+        or env.get("HOSTNAME")
+        or ""
+    )
     leader = LeaderElectionConfig(
         enabled=enabled,
         cluster=lease_cluster,
         namespace=str(leader_raw.get("namespace", "reconciler-system")),
         lease_name=str(leader_raw.get("lease_name", "reconciler-leader")),
         lease_duration=duration,
+        renew_deadline=deadline,
         renew_interval=renew,
         identity=identity or f"{socket.gethostname()}-{os.getpid()}",
     )

@@ -4,6 +4,11 @@ Semantics follow client-go's workqueue: a key is queued at most once; a key adde
 processed is marked dirty and processed once more afterwards (never twice at the same time); failed
 keys come back after an exponential backoff with jitter. Keys are strings such as ``fetch`` or
 ``env:staging``; a burst of events for one key collapses into one run.
+
+``add`` leaves a key that is backing off alone (a poll must not defeat the backoff); ``add_now`` is for
+requests someone is waiting for (an accepted webhook): it runs the key at once, backoff or not, and a
+failure still counts towards the next delay. Each handler runs in a task of its own, so ``cancel`` can
+stop the running work of some keys (when the daemon loses leadership) without stopping a worker.
 """
 
 from __future__ import annotations
@@ -12,14 +17,15 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
-Handler = Callable[[str], Awaitable[None]]
+Handler = Callable[[str], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -34,7 +40,7 @@ class Backoff:
         """Delay before the next retry of ``key`` (and count the failure)."""
         count = self.failures.get(key, 0)
         self.failures[key] = count + 1
-        ceiling: float = min(self.cap, self.base * 2.0**count)
+        ceiling: float = min(self.cap, self.base * 2.0 ** min(count, 64))
         return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311
 
     def reset(self, key: str) -> None:
@@ -55,6 +61,7 @@ class WorkQueue:
         self._dirty: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._running: dict[str, asyncio.Task[None]] = {}
         self._closed = False
         self._finished = asyncio.Event()  # set each time a handler returns
         self.processed = 0
@@ -66,8 +73,22 @@ class WorkQueue:
         """
         if self._closed:
             return
-        if key in self.backoff.failures and key in self._timers:
+        if self.backing_off(key):
             return
+        self._enqueue(key)
+
+    def add_now(self, key: str) -> None:
+        """Queue ``key`` at once even if it is backing off (someone is waiting for it): its scheduled
+        retry is dropped; its failure count stays, so a failure now waits longer next time."""
+        if self._closed:
+            return
+        self._enqueue(key)
+
+    def backing_off(self, key: str) -> bool:
+        """True while ``key`` waits for a retry after a failure."""
+        return key in self.backoff.failures and key in self._timers
+
+    def _enqueue(self, key: str) -> None:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -127,28 +148,46 @@ class WorkQueue:
         """True while any key is queued or being processed."""
         return bool(self._queued or self._processing)
 
+    def cancel(self, prefix: str) -> int:
+        """Cancel the running handlers of keys starting with ``prefix`` (they are not retried); the
+        number cancelled."""
+        cancelled = 0
+        for key, task in list(self._running.items()):
+            if key.startswith(prefix) and not task.done():
+                task.cancel()
+                cancelled += 1
+        return cancelled
+
     async def _worker(self) -> None:
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
             self._processing.add(key)
+            task = asyncio.create_task(self.handler(key), name=f"work {key}")
+            self._running[key] = task
             try:
-                await self.handler(key)
-            except asyncio.CancelledError:
+                await asyncio.wait([task])
+            except asyncio.CancelledError:  # the worker itself is stopped: stop its handler too
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
                 raise
-            except Exception as exc:  # one failing key must not stop the worker
-                delay = self.backoff.next_delay(key)
-                log.warning("work failed; retrying", key=key, error=str(exc), retry_in=round(delay, 2))
-                self.add_after(key, delay)
-            else:
-                self.backoff.reset(key)
             finally:
+                self._running.pop(key, None)
                 self.processed += 1
                 self._processing.discard(key)
                 self._finished.set()
-                if key in self._dirty:
-                    self._dirty.discard(key)
-                    self.add(key)
+            if task.cancelled():
+                log.info("work cancelled", key=key)
+            elif (error := task.exception()) is not None:  # one failing key must not stop the worker
+                delay = self.backoff.next_delay(key)
+                log.warning("work failed; retrying", key=key, error=str(error), retry_in=round(delay, 2))
+                self.add_after(key, delay)
+            else:
+                self.backoff.reset(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.add(key)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop taking work; let running handlers finish for up to ``timeout`` s, then cancel them."""

@@ -72,3 +72,22 @@ def test_the_changeset_summary_lists_what_changed_without_diffs() -> None:
     assert summary["omitted"] == 10
     assert summary["objects"][0] == {"object": "ConfigMap/ns/c0", "action": "created"}
     assert "diff" not in str(summary)
+
+
+def test_an_unknown_changes_map_is_left_out_not_written_empty() -> None:
+    """Server-side apply turns an empty map whose keys the manager owned into null, which the schema
+    refuses (``status.changes: Invalid value: "null"``): no changes known means no field."""
+    body = status_body({"revision": "a" * 40, "conditions": [], "changes": {}}, generation=1)
+    assert "changes" not in body
+    assert "changes" not in status_body({"revision": "a" * 40}, generation=1)
+    assert status_body({"changes": {"created": 0}}, generation=1)["changes"] == {"created": 0}
+
+
+def test_the_last_applied_change_is_carried_with_only_its_known_fields() -> None:
+    """lastAppliedChange keeps revision, time and summary; empty fields are left out (the time is a
+    date-time in the schema)."""
+    change = {"revision": "c" * 40, "time": "2026-01-01T00:00:00Z", "summary": "1 configured, 8 unchanged"}
+    assert status_body({"lastAppliedChange": change}, generation=1)["lastAppliedChange"] == change
+    partial = status_body({"lastAppliedChange": {"revision": "c" * 40, "time": ""}}, generation=1)
+    assert partial["lastAppliedChange"] == {"revision": "c" * 40}
+    assert "lastAppliedChange" not in status_body({}, generation=1)

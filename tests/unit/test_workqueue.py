@@ -96,3 +96,53 @@ async def test_wait_idle_returns_when_the_prefixed_keys_are_done_and_ignores_oth
     assert queue.busy_with("fetch")  # unrelated work still runs
     gates["fetch"].set()
     await queue.close()
+
+
+async def test_add_now_runs_a_key_that_is_backing_off_at_once_and_keeps_its_failure_count() -> None:
+    """A webhook does not wait for the backoff of a failing fetch (a poll does); a failure afterwards
+    waits longer than before."""
+    attempts: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def handler(key: str) -> None:
+        attempts.append(loop.time())
+        raise RuntimeError("git server down")
+
+    queue = WorkQueue(handler, workers=1, backoff=Backoff(base=30, cap=60))
+    queue.start()
+    queue.add("fetch")
+    await eventually(lambda: _async(queue.backing_off("fetch")), what="the first failure")
+    queue.add("fetch")  # a poll: ignored while backing off
+    await asyncio.sleep(0)
+    assert len(attempts) == 1
+    queue.add_now("fetch")  # an accepted webhook: at once
+    await eventually(lambda: _async(len(attempts) == 2), timeout=5, what="the second attempt")
+    assert attempts[1] - attempts[0] < 5  # not the 15-30 s backoff
+    await eventually(lambda: _async(queue.backing_off("fetch")), what="the second failure")
+    assert queue.backoff.failures["fetch"] == 2
+    await queue.close()
+
+
+async def test_cancel_stops_the_running_handlers_of_a_prefix_without_retrying_them() -> None:
+    """Cancelled work is not retried; the worker keeps serving; a key added during the run runs again."""
+    started: list[str] = []
+    finished: list[str] = []
+    gate = asyncio.Event()
+
+    async def handler(key: str) -> None:
+        started.append(key)
+        if len(started) == 1:
+            await gate.wait()
+        finished.append(key)
+
+    queue = WorkQueue(handler, workers=1)
+    queue.start()
+    queue.add("env:a")
+    await eventually(lambda: _async(started == ["env:a"]), what="the first run")
+    assert queue.cancel("fetch") == 0
+    queue.add("env:a")  # a newer revision arrived while it ran
+    assert queue.cancel("env:") == 1
+    await eventually(lambda: _async(finished == ["env:a"]), what="the run of the newer revision")
+    assert started == ["env:a", "env:a"]
+    assert "env:a" not in queue.backoff.failures
+    await queue.close()
