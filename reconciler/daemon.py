@@ -56,6 +56,7 @@ from reconciler.promotion.gitwriter import GitWriter
 from reconciler.promotion.store import PromotionStore
 from reconciler.render import Renderer, RenderError, RenderOptions
 from reconciler.render.restrictions import LoadPolicy
+from reconciler.server import listener
 from reconciler.server.app import STATE, build_app
 from reconciler.server.webhooks import Push
 from reconciler.settings import EnvironmentConfig, Settings
@@ -382,7 +383,8 @@ class Daemon:
         self.events.start()
         self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(
+        # TCPSite with a deadline and size cap on request headers (slowloris)
+        site = listener.Site(
             self._runner, self.settings.listen_host, self.settings.listen_port, shutdown_timeout=2
         )
         await site.start()
