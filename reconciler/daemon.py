@@ -61,6 +61,7 @@ from reconciler.server.app import STATE, build_app
 from reconciler.server.webhooks import Push
 from reconciler.settings import EnvironmentConfig, Settings
 from reconciler.source import GitError, GitSource
+from reconciler.source.gate import UNVERIFIED, CommitGate
 from reconciler.sync import Engine, SyncOptions, SyncResult
 from reconciler.tenancy import AccessPolicy
 from reconciler.workqueue import Backoff, WorkQueue
@@ -111,6 +112,7 @@ class EnvironmentState:
     input_dirs: frozenset[str] | None = None
     # why a sync is held back by ``depends_on`` ("" when it is not)
     waiting_for: str = ""
+    unverified: str = ""  # why the fetched head is refused (repository.verify); "" when it is not
     # the last sync that created, configured or deleted something: revision, time, summary (None: none
     # known); ``change_loaded`` once the Environment object was asked for one an earlier leader wrote
     last_change: dict[str, str] | None = None
@@ -163,6 +165,8 @@ class EnvironmentState:
             if self.waiting_for
             else {}
         )
+        if self.unverified:  # the head is refused: the last verified revision stays, nothing is synced
+            held = {"condition": "Stalled", "reason": UNVERIFIED, "message": self.unverified}
         if result is None:
             return {
                 **base,
@@ -206,6 +210,8 @@ class Daemon:
         self.settings = settings
         self.kustomize = kustomize
         self.source = GitSource(settings.repository, settings.cache_dir)
+        self.gate = CommitGate(settings.repository.verify, self.source.mirror, settings.cache_dir / "gnupg")
+        self._refused_head = ""  # the last head refused by the gate (counted once)
         self.renderer = Renderer()
         self.metrics = Metrics()
         self.clients: dict[str, KubeClient] = {}
@@ -344,7 +350,7 @@ class Daemon:
             return
         cluster = self.settings.leader_election.cluster or self.settings.clusters[0].name
         store = PromotionStore(self.clients[cluster], self.settings.inventory_namespace)
-        writer = GitWriter(self.source, config.author_name, config.author_email)
+        writer = GitWriter(self.source, config.author_name, config.author_email, config.signing_key)
         self.promotions = PromotionController(config, store, writer, self, self.metrics.registry)
         self._spawn(self.promotions.run(self.leading), "promotions")
 
@@ -565,6 +571,8 @@ class Daemon:
         self.stale_reason = ""
         self.last_fetch_success = time.time()
         await self._look_for_wanted(sha)
+        if not await self._verified(sha):
+            return
         changed_revision = sha != self.revision
         previous_revision = self.revision
         self.revision, self.snapshot = sha, snapshot
@@ -601,6 +609,36 @@ class Daemon:
         # one status write per environment the commit did not change: off the fetch's critical path, so
         # the next push is fetched at once however many environments there are
         self._report_later(moved)
+
+    async def _verified(self, sha: str) -> bool:
+        """True when ``sha`` may be synced (``repository.verify``). A refused head keeps the last verified
+        revision: every environment is Stalled with reason UnverifiedCommit (an Event and the metric once
+        per commit), and nothing is rendered, applied or pruned until a verified commit arrives."""
+        verdict = await self.gate.check(sha)
+        self.metrics.head_verified.set(1 if verdict.ok else 0)
+        message = "" if verdict.ok else f"{verdict.reason}; keeping revision {self.revision[:12] or '(none)'}"
+        if verdict.ok:
+            self._refused_head = ""
+        elif sha != self._refused_head:
+            self._refused_head = sha
+            self.metrics.unverified_commits.inc()
+            log.warning(
+                "fetched head is not verified; nothing is synced", commit=sha[:12], reason=verdict.reason
+            )
+        for name, state in self.environments.items():
+            if state.unverified == message:
+                continue
+            state.unverified = message
+            if not self.leading.is_set():
+                continue
+            if verdict.ok:
+                await self._report(name, [])
+                continue
+            state.conditions = next_conditions(
+                state.conditions, "Stalled", UNVERIFIED, message, now_rfc3339()
+            )
+            await self._report(name, [EventNote("Warning", UNVERIFIED, message)])
+        return verdict.ok
 
     async def _look_for_wanted(self, head: str) -> None:
         """Forget the commits webhooks announced that the mirror now holds; fetch again soon for the

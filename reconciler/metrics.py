@@ -77,6 +77,16 @@ class Metrics:
             "Unix time of the last successful Git fetch (0: never).",
             registry=r,
         )
+        self.unverified_commits = Counter(
+            "reconciler_unverified_commits_total",
+            "Fetched branch heads refused as not signed by an allowed signer (once per commit).",
+            registry=r,
+        )
+        self.head_verified = Gauge(
+            "reconciler_git_head_verified",
+            "1 when the fetched branch head is a verified commit (or verification is off), 0 when refused.",
+            registry=r,
+        )
 
     def _build_environment_state(self, r: CollectorRegistry) -> None:
         """Environments' current state (one series per environment and value)."""

@@ -27,6 +27,8 @@ import yaml
 from reconciler.config_fields import ConfigError, boolean, expect, mapping, number, secret, unknown
 from reconciler.promotion.policy import PromotionSettings
 from reconciler.promotion.policy import parse as parse_promotions
+from reconciler.promotion.sshsig import AllowedSigner, parse_allowed_signers
+from reconciler.source.verify import VerifyConfig
 
 PROVIDERS = ("github", "gitlab", "gitea", "bitbucket", "generic")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
@@ -59,6 +61,8 @@ class RepositoryConfig:
     poll_interval: float = 60.0
     poll_jitter: float = 0.1
     credentials: Credentials = field(default_factory=Credentials)
+    # only commits signed by these signers are synced (see reconciler.source.verify)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,26 @@ def _path(raw: Mapping[str, Any], key: str, where: str, base: Path) -> Path | No
     return path
 
 
+def _verify(value: Any, base: Path) -> VerifyConfig:
+    """``repository.verify``: an OpenSSH allowed_signers file and/or a file of allowed OpenPGP keys."""
+    where = "repository.verify"
+    section = mapping(value, where)
+    unknown(section, {"allowed_signers", "gpg_public_keys"}, where)
+    signers = _path(section, "allowed_signers", where, base)
+    keys = _path(section, "gpg_public_keys", where, base)
+    if value is not None and signers is None and keys is None:
+        raise ConfigError(f"{where}: set allowed_signers (SSH) and/or gpg_public_keys (OpenPGP)")
+    parsed: tuple[AllowedSigner, ...] = ()
+    if signers is not None:
+        try:
+            parsed = tuple(parse_allowed_signers(signers.read_text(encoding="utf-8"), str(signers)))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{where}.allowed_signers: {exc}") from None
+        if not parsed:
+            raise ConfigError(f"{where}.allowed_signers: {signers} lists no signer")
+    return VerifyConfig(parsed, keys)
+
+
 def _webhook_secret(raw: Mapping[str, Any], provider: str, base: Path, environ: Mapping[str, str]) -> str:
     variable = f"RECONCILER_WEBHOOK_{provider.upper()}_SECRET"
     from_env = environ.get(variable)
@@ -292,7 +316,9 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
         repo_raw["branch"] = env["RECONCILER_REPOSITORY_BRANCH"]
     if env.get("RECONCILER_POLL_INTERVAL"):
         repo_raw["poll_interval"] = env["RECONCILER_POLL_INTERVAL"]
-    unknown(repo_raw, {"url", "branch", "poll_interval", "poll_jitter", "credentials"}, "repository")
+    unknown(
+        repo_raw, {"url", "branch", "poll_interval", "poll_jitter", "credentials", "verify"}, "repository"
+    )
     if not repo_raw.get("url"):
         raise ConfigError("repository.url: required (the Git URL of the environments repository)")
     creds_raw = mapping(repo_raw.get("credentials"), "repository.credentials")
@@ -315,6 +341,7 @@ def parse(raw: Mapping[str, Any], base: Path, environ: Mapping[str, str] | None 
         poll_interval=number(repo_raw, "poll_interval", "repository", 60.0, minimum=1.0),
         poll_jitter=number(repo_raw, "poll_jitter", "repository", 0.1),
         credentials=credentials,
+        verify=_verify(repo_raw.get("verify"), base),
     )
 
     clusters_raw = expect(raw.get("clusters") or [], list, "clusters", "a list")

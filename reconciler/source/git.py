@@ -20,10 +20,12 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import git
 
-from reconciler.settings import RepositoryConfig
+if TYPE_CHECKING:  # settings imports reconciler.source.verify: no import cycle at run time
+    from reconciler.settings import RepositoryConfig
 
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 _KEEP_SNAPSHOTS = 4
