@@ -53,8 +53,12 @@ class DriftCorrector:
             cache.subscribe(self.on_live_event)
 
     def remember(self, environment: str, manifests: Iterable[Manifest], revision: str) -> None:
-        """What ``environment`` now wants (after a sync that applied it)."""
+        """What ``environment`` now wants: called before a sync's first write, so drift correction
+        never reverts a newer object to an older revision when that sync fails or is cancelled."""
         desired = {m.key: m for m in manifests}
+        for key in self._desired.get(environment, {}).keys() - desired.keys():
+            if self._owner.get(key) == environment:
+                del self._owner[key]
         self._desired[environment] = desired
         self._revisions[environment] = revision
         for key in desired:

@@ -199,6 +199,7 @@ class Engine:
             await self._dry_run(objects, previous, options, result, progress)
             return
         inventory = await ledger.before(self.inventory, env, previous, objects)
+        self.corrector.remember(env, (p.manifest for p in objects.values()), options.revision)
         applied = {key: p.hash for key, p in objects.items() if not p.writes}
         try:
             await self._apply(stages, objects, options, result, progress, applied)
@@ -210,7 +211,6 @@ class Engine:
         result.inventory_size = await ledger.final(
             self.inventory, env, (inventory, previous), objects, applied, keep, options.revision
         )
-        self.corrector.remember(env, (p.manifest for p in objects.values()), options.revision)
         await self._conclude(objects, to_write, options, result, progress)
 
     async def _apply(
