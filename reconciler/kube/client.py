@@ -78,6 +78,16 @@ class ApplyOptions:
     dry_run: bool = False
 
 
+def _without_environment_lookups(api: k8s_client.ApiClient) -> None:
+    """Turn off the HTTP session's ``trust_env``, which kubernetes-asyncio turns on: it looks up proxy
+    variables and ~/.netrc for every request. The API server is reached directly (a proxy would be set in
+    the kubeconfig, which the client honours on its own). Measured on the local cluster: 400 GETs took
+    0.63-0.71 s of client CPU with it, 0.29 s without (wall 1.4 s -> 1.05 s)."""
+    session = getattr(getattr(api, "rest_client", None), "pool_manager", None)
+    if session is not None and hasattr(session, "_trust_env"):
+        session._trust_env = False
+
+
 def _split_api_version(api_version: str) -> tuple[str, str]:
     if "/" in api_version:
         group, version = api_version.rsplit("/", 1)
@@ -99,6 +109,7 @@ class KubeClient:
         self.api = api
         # The API server's audit log and apiserver metrics name clients by user agent.
         self.api.user_agent = USER_AGENT
+        _without_environment_lookups(api)
         # One bound for every short request of this client (watches are not counted): the connection
         # pool stays small (each new connection costs a TLS handshake) and the API server is not flooded.
         self._in_flight = asyncio.Semaphore(max_in_flight)
