@@ -58,7 +58,9 @@ class RenderOptions:
 
     kustomize: Path
     policy: LoadPolicy = field(default_factory=LoadPolicy)
-    timeout: float = 60.0
+    # kustomize's render time grows faster than linearly (1.6 s at 1,100 objects, 65-82 s at 5,500 on
+    # our 2-core machines): generous by default, so a large environment renders with default settings
+    timeout: float = 600.0
     max_output_bytes: int = 64 * 1024 * 1024
 
 
@@ -281,7 +283,10 @@ class Renderer:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-                raise RenderError(f"render of {label} timed out after {options.timeout:.0f} s") from None
+                raise RenderError(
+                    f"render of {label} timed out after {options.timeout:.0f} s (kustomize was still "
+                    "running; a render this large needs a longer render timeout, or a smaller environment)"
+                ) from None
             except _TooLargeError:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
