@@ -44,6 +44,7 @@ class Applier:
         concurrency: int,
         result: SyncResult,
         applied: dict[ObjectKey, str],
+        diffs: bool = True,
     ) -> list[PlannedObject]:
         """Apply every object of ``stage`` that needs a write, recording each one written in ``applied``
         (key: manifest hash) as it lands; the ones written. Raises ``SyncFailedError`` (ApplyFailed)
@@ -56,7 +57,7 @@ class Applier:
         async def one(planned: PlannedObject) -> None:
             async with semaphore:
                 try:
-                    entry = await self.apply_one(planned)
+                    entry = await self.apply_one(planned, diffs)
                 except KubeError as exc:
                     failures.append((planned.key, exc.api_message))
                     result.changeset.add(ChangeSetEntry(planned.key, Action.FAILED, message=exc.api_message))
@@ -85,7 +86,7 @@ class Applier:
                 for version in spec.get("versions") or []:
                     self.client.forget(f"{spec.get('group')}/{version.get('name')}")
 
-    async def apply_one(self, planned: PlannedObject) -> ChangeSetEntry:
+    async def apply_one(self, planned: PlannedObject, diffs: bool = True) -> ChangeSetEntry:
         """Apply one object (recreating it when that is its plan); its ChangeSet entry."""
         manifest, key = planned.manifest, planned.key
         if planned.autoscaled and planned.live is not None:
@@ -118,9 +119,8 @@ class Applier:
                 exc.reason,
             ) from None
         planned.applied_version = version_of(applied)
-        return ChangeSetEntry(
-            key, action, unified_diff(key, planned.live, planned.dry_run or applied), message
-        )
+        diff = unified_diff(key, planned.live, planned.dry_run or applied) if diffs else ""
+        return ChangeSetEntry(key, action, diff, message)
 
     async def hand_off_replicas(self, manifest: Manifest, live: Body, minimum: int = 0) -> None:
         """Keep the live replica count when we stop declaring it (an HPA now scales the workload), at

@@ -237,7 +237,7 @@ class Engine:
                     continue
                 clock = time.monotonic()
                 written = await self.applier.apply_stage(
-                    stage, in_stage, options.concurrency, result, applied
+                    stage, in_stage, options.concurrency, result, applied, options.diffs
                 )
                 progress(f"stage {stage.name}: applied {len(written)} objects")
                 if stage.wait and options.wait:

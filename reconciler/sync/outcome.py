@@ -91,6 +91,9 @@ class SyncOptions:
     # what the environment may change; the one-shot CLI (an operator's own credentials) is unrestricted
     # but for the daemon's own namespace and kinds, which nothing may write
     policy: AccessPolicy = field(default_factory=_unrestricted)
+    # compute a redacted diff per written object (the CLI prints them; the daemon, which nobody reads
+    # them from, saves the YAML dumps of every object it writes)
+    diffs: bool = True
 
 
 @dataclass

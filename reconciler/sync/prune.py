@@ -62,7 +62,7 @@ class Pruner:
                     ChangeSetEntry(key, Action.DELETED, unified_diff(key, live[key], None), "would delete")
                 )
             return set()
-        keep = await self._delete(previous, plan.delete, live, result)
+        keep = await self._delete(previous, plan.delete, live, result, options.diffs)
         if plan.delete:
             progress(f"pruned {len(plan.delete) - len(keep)} objects")
         return keep
@@ -89,6 +89,7 @@ class Pruner:
         keys: list[ObjectKey],
         live: dict[ObjectKey, Body | None],
         result: SyncResult,
+        diffs: bool = True,
     ) -> set[ObjectKey]:
         keep: set[ObjectKey] = set()
         for key in keys:
@@ -105,5 +106,6 @@ class Pruner:
                     ChangeSetEntry(key, Action.FAILED, message=f"prune failed: {exc.api_message}")
                 )
                 continue
-            result.changeset.add(ChangeSetEntry(key, Action.DELETED, unified_diff(key, body, None)))
+            diff = unified_diff(key, body, None) if diffs else ""
+            result.changeset.add(ChangeSetEntry(key, Action.DELETED, diff))
         return keep
