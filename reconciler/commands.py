@@ -414,14 +414,9 @@ def run(
     from reconciler.config_fields import ConfigError  # noqa: PLC0415
 
     try:
-        loaded = settings.load(config)
+        loaded = settings.load(config, insecure_no_webhook_secret=insecure_no_webhook_secret)
     except ConfigError as exc:
-        if insecure_no_webhook_secret and "no webhook secret is configured" in str(exc):
-            raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-            raw.setdefault("webhooks", {})["insecure_no_secret"] = True
-            loaded = settings.parse(raw, config.resolve().parent)
-        else:
-            raise CommandError(f"invalid configuration: {exc}") from None
+        raise CommandError(f"invalid configuration: {exc}") from None
     logs.configure(loaded.log_level)
     if loaded.webhooks.insecure_no_secret or insecure_no_webhook_secret:
         import structlog  # noqa: PLC0415

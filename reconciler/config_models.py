@@ -39,6 +39,7 @@ from reconciler.config_fields import (
     secret_problem,
 )
 from reconciler.promotion.policy import PromotionsModel
+from reconciler.promotion.sshsig import AllowedSigner, parse_allowed_signers
 
 PROVIDERS = ("github", "gitlab", "gitea", "bitbucket", "generic")
 # the top-level fields named on their own in errors, as before the models (others: ``config.workers``)
@@ -134,6 +135,33 @@ class CredentialsModel(StrictModel):
         return self
 
 
+class VerifyModel(StrictModel):
+    """``repository.verify``: an OpenSSH allowed_signers file and/or a file of allowed OpenPGP keys."""
+
+    allowed_signers: ExistingFile = None
+    gpg_public_keys: ExistingFile = None
+    _signers: tuple[AllowedSigner, ...] = PrivateAttr(())
+
+    @model_validator(mode="after")
+    def _signers_read(self) -> VerifyModel:
+        if self.allowed_signers is None and self.gpg_public_keys is None:
+            raise FieldError(("", "set allowed_signers (SSH) and/or gpg_public_keys (OpenPGP)"))
+        if self.allowed_signers is not None:
+            try:
+                text = Path(self.allowed_signers).read_text(encoding="utf-8")
+                self._signers = tuple(parse_allowed_signers(text, self.allowed_signers))
+            except (OSError, ValueError) as exc:
+                raise FieldError(("allowed_signers", str(exc))) from None
+            if not self._signers:
+                raise FieldError(("allowed_signers", f"{self.allowed_signers} lists no signer"))
+        return self
+
+    @property
+    def signers(self) -> tuple[AllowedSigner, ...]:
+        """The allowed SSH signers of commits."""
+        return self._signers
+
+
 class RepositoryModel(StrictModel):
     """``repository``: the environments repository."""
 
@@ -142,6 +170,7 @@ class RepositoryModel(StrictModel):
     poll_interval: Duration = Field(default=60.0, ge=1.0)
     poll_jitter: Duration = 0.1
     credentials: Annotated[CredentialsModel, Section] = Field(default_factory=CredentialsModel)
+    verify: VerifyModel | None = None  # only commits signed by these signers are synced
 
 
 class ClusterModel(StrictModel):
