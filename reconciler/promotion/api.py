@@ -126,11 +126,14 @@ async def get_promotion(request: web.Request) -> web.Response:
 
 
 async def create_promotion(request: web.Request) -> web.Response:
-    """POST /api/v1/promotions: a signed ``request`` (from, to, optional revision) or ``rollback``
-    (to, optional target: a promotion id or a revision)."""
+    """POST /api/v1/promotions: a signed ``request`` (from, to, optional revision; with ``dry_run:
+    true`` only the commit it would make, 200) or ``rollback`` (to, optional target: a promotion id or
+    a revision)."""
     controller = _controller(request)
     try:
         call = await _signed(request, controller)
+        if call.action == "request" and call.payload.get("dry_run") is True:
+            return web.json_response(await controller.preview(call))
         if call.action == "request":
             body = await controller.request(call)
         elif call.action == "rollback":

@@ -144,13 +144,23 @@ def _print(promotion: dict[str, Any], output: str) -> None:
         print(f"  commit:    {promotion['commit']}")
 
 
-def promote(args: Caller, source: str, target: str, revision: str, output: str) -> int:
-    """Request a promotion."""
+def promote(args: Caller, source: str, target: str, revision: str, output: str, dry_run: bool = False) -> int:
+    """Request a promotion (with ``dry_run``: print the exact commit diff it would make, create nothing)."""
     fields: dict[str, Any] = {"from": source, "to": target}
     if revision:
         fields["revision"] = revision
+    if dry_run:
+        fields["dry_run"] = True
     body, headers = _signed(args, "request", **fields)
-    _print(_call(args.server, "POST", "/api/v1/promotions", body, headers), output)
+    answer = _call(args.server, "POST", "/api/v1/promotions", body, headers)
+    if dry_run:
+        if output in ("json", "yaml"):
+            print_data(output, answer)
+        else:
+            print(f"promotion {source} -> {target} of revision {answer['revision']} would commit:")
+            sys.stdout.write(answer["diff"] or "(nothing: the target already holds these values)\n")
+        return 0
+    _print(answer, output)
     return 0
 
 
@@ -286,10 +296,13 @@ def promote_command(
     key_id: KeyId = "",
     server: Server = DEFAULT_SERVER,
     output: Output = "table",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the exact commit it would write; create nothing")
+    ] = False,
 ) -> None:
     """Request a promotion from one environment to another."""
     caller = Caller(server, identity, key, secret_file, key_id)
-    _done(promote(caller, source, target, revision, output))
+    _done(promote(caller, source, target, revision, output, dry_run))
 
 
 def promotions_command(

@@ -113,6 +113,10 @@ class PromotionController:
         """Create a promotion from ``payload['from']`` to ``payload['to']`` (optionally at a revision)."""
         return await self._requests.request(call, automatic=automatic)
 
+    async def preview(self, call: SignedCall) -> dict[str, Any]:
+        """What a request would commit (its exact diff), creating nothing."""
+        return await self._requests.preview(call)
+
     async def rollback(self, call: SignedCall) -> Body:
         """Create a rollback of ``payload['to']`` to an earlier promotion's values or a revision."""
         return await self._requests.rollback(call)

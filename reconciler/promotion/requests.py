@@ -5,6 +5,7 @@ created Pending; creating one supersedes the older open promotions of its pipeli
 from __future__ import annotations
 
 import asyncio
+import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,6 +21,13 @@ from reconciler.promotion.superseding import supersede
 from reconciler.promotion.transitions import StatusWriter
 from reconciler.promotion.views import EnvView, Host, PromotionError, succeeded
 from reconciler.server.app import DeliveryLog
+
+
+def _unified(before: str, after: str, path: str) -> str:
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True), f"a/{path}", f"b/{path}"
+    )
+    return "".join(lines)
 
 
 class Requests:
@@ -108,6 +116,56 @@ class Requests:
             "authors": authors,
         }
         return await self.create(pipeline, spec, call, automatic=automatic)
+
+    async def preview(self, call: SignedCall) -> dict[str, Any]:
+        """What a request would commit, without creating anything: the values and the exact diff of the
+        target overlay at the branch head (``dry_run: true`` in a signed request)."""
+        payload = call.payload
+        source, target = str(payload.get("from", "")), str(payload.get("to", ""))
+        pipeline = self.settings.pipeline(source, target)
+        if pipeline is None:
+            raise PromotionError(404, f"no promotion pipeline from {source!r} to {target!r}")
+        revision = self._candidate(self.host.environment_view(source), payload)
+        source_env, target_env = self.overlays.env_path(source), self.overlays.env_path(target)
+        images, files = await asyncio.to_thread(self.overlays.promoted_values, pipeline, source_env, revision)
+        head = self.host.head_revision()
+        diff = await asyncio.to_thread(
+            self._preview_diff, target_env, source_env, images, files, (revision, head)
+        )
+        return {
+            "dryRun": True,
+            "from": source,
+            "to": target,
+            "revision": revision,
+            "images": images,
+            "files": files,
+            "diff": diff,
+        }
+
+    def _preview_diff(
+        self,
+        target_env: str,
+        source_env: str,
+        images: list[dict[str, str]],
+        files: list[str],
+        revisions: tuple[str, str],
+    ) -> str:
+        """The unified diff the commit would make to the target overlay at the branch head."""
+        revision, head = revisions
+        chunks: list[str] = []
+        text = self.overlays.kustomization_text(target_env, head) if images else None
+        if text is not None:
+            path = f"{target_env}/kustomization.yaml"
+            try:
+                result, _, _ = edit.apply(text, images, path)
+            except edit.EditError as exc:
+                raise PromotionError(409, f"the target cannot take these values: {exc}") from None
+            chunks.append(_unified(text, result, path))
+        for file in files:
+            old = self.writer.show(head, f"{target_env}/{file}") or ""
+            new = self.writer.show(revision, f"{source_env}/{file}") or ""
+            chunks.append(_unified(old, new, f"{target_env}/{file}"))
+        return "".join(chunks)
 
     async def rollback(self, call: SignedCall) -> Body:
         """Create a rollback of ``payload['to']`` to an earlier promotion's values or a revision."""

@@ -8,6 +8,7 @@ import json
 import signal
 import stat
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -258,6 +259,35 @@ def test_request_two_approvals_commit_production_healthy_then_rollback(
     setups.append(setup)
     revision = push_staging_tag(setup, "2")
     production_before = (setup.repo.work / "apps/production/kustomization.yaml").read_text()
+
+    # `promote --dry-run` prints the exact commit it would write, and creates nothing
+    preview = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reconciler.cli",
+            "promote",
+            setup.staging,
+            setup.production,
+            "--dry-run",
+            "--as",
+            "carol@example.com",
+            "--key",
+            str(setup.keys["carol@example.com"].private_key),
+            "--server",
+            setup.daemon.url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert preview.returncode == 0, preview.stderr
+    changed = [
+        line for line in preview.stdout.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")
+    ]
+    assert changed == ['-    newTag: "1"', '+    newTag: "2"'], preview.stdout
+    assert setup.read("/api/v1/promotions")["promotions"] == []
 
     status, promotion = setup.request()
     assert status == 201, promotion
