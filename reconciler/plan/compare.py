@@ -113,42 +113,51 @@ def differences(desired: Any, live: Any, path: str = "") -> list[str]:
     if desired is None:
         return []
     if isinstance(desired, dict):
-        if live is None and _is_empty(desired):
-            return []
-        if not isinstance(live, dict):
-            return [path or "."]
-        found: list[str] = []
-        for key, value in desired.items():
-            child = f"{path}.{key}"
-            if key not in live:
-                if not _is_empty(value):
-                    found.append(child)
-                continue
-            found.extend(differences(value, live[key], child))
-        return found
+        return _mapping_differences(desired, live, path)
     if isinstance(desired, list):
-        if live is None and not desired:
-            return []
-        if not isinstance(live, list):
-            return [path]
-        key = _merge_key(desired)
-        if key is not None and all(isinstance(item, dict) for item in live):
-            by_key = {str(item.get(key)): item for item in live}
-            found = []
-            for item in desired:
-                ident = str(item[key])
-                if ident not in by_key:
-                    found.append(f"{path}[{key}={ident}]")
-                else:
-                    found.extend(differences(item, by_key[ident], f"{path}[{key}={ident}]"))
-            return found
-        if len(desired) != len(live):
-            return [path]
-        found = []
-        for index, (left, right) in enumerate(zip(desired, live, strict=True)):
-            found.extend(differences(left, right, f"{path}[{index}]"))
-        return found
+        return _list_differences(desired, live, path)
     return [] if _scalar_equal(desired, live) else [path]
+
+
+def _mapping_differences(desired: dict[str, Any], live: Any, path: str) -> list[str]:
+    if live is None and _is_empty(desired):
+        return []
+    if not isinstance(live, dict):
+        return [path or "."]
+    found: list[str] = []
+    for key, value in desired.items():
+        child = f"{path}.{key}"
+        if key not in live:
+            if not _is_empty(value):
+                found.append(child)
+            continue
+        found.extend(differences(value, live[key], child))
+    return found
+
+
+def _list_differences(desired: list[Any], live: Any, path: str) -> list[str]:
+    """Lists with a merge key (name, containerPort...) are compared item by item by that key, others
+    position by position."""
+    if live is None and not desired:
+        return []
+    if not isinstance(live, list):
+        return [path]
+    key = _merge_key(desired)
+    found: list[str] = []
+    if key is not None and all(isinstance(item, dict) for item in live):
+        by_key = {str(item.get(key)): item for item in live}
+        for item in desired:
+            ident = str(item[key])
+            if ident not in by_key:
+                found.append(f"{path}[{key}={ident}]")
+            else:
+                found.extend(differences(item, by_key[ident], f"{path}[{key}={ident}]"))
+        return found
+    if len(desired) != len(live):
+        return [path]
+    for index, (left, right) in enumerate(zip(desired, live, strict=True)):
+        found.extend(differences(left, right, f"{path}[{index}]"))
+    return found
 
 
 def drift(desired: Body, live: Body) -> list[str]:

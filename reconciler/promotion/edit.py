@@ -125,6 +125,22 @@ def _locate(text: str, where: str) -> _Located:
         return _Located(None)
     if not isinstance(root, MappingNode):
         raise EditError(f"{where}: expected a mapping at the top level")
+    located = _images_key(root, where)
+    if located.value is None:
+        return located
+    value = located.value
+    if isinstance(value, ScalarNode) and value.tag == _NULL:
+        return located
+    if not isinstance(value, SequenceNode):
+        raise EditError(f"{where}: images must be a list")
+    _refuse_aliases(root, value, where)
+    for index, item in enumerate(value.value):
+        located.entries.append(_entry(item, f"{where}: images[{index}]"))
+    return located
+
+
+def _images_key(root: MappingNode, where: str) -> _Located:
+    """The top-level ``images`` key and value (refusing merge keys, a duplicate, another case)."""
     located = _Located(root)
     for key, value in root.value:
         name = key.value if isinstance(key, ScalarNode) else None
@@ -141,22 +157,17 @@ def _locate(text: str, where: str) -> _Located:
         if located.key is not None:
             raise EditError(f"{where}: images appears twice")
         located.key, located.value = key, value
-    if located.value is None:
-        return located
-    value = located.value
-    if isinstance(value, ScalarNode) and value.tag == _NULL:
-        return located
-    if not isinstance(value, SequenceNode):
-        raise EditError(f"{where}: images must be a list")
+    return located
+
+
+def _refuse_aliases(root: MappingNode, value: Node, where: str) -> None:
+    """Anchors and aliases reaching into or out of the images block would be edited twice or not at all."""
     seen: dict[int, int] = {}
     _walk(root, seen)
     start, end = value.start_mark.index, value.end_mark.index
     for node in _subtree(value):
         if seen.get(id(node), 0) > 1 or not start <= node.start_mark.index <= end:
             raise EditError(f"{where}: anchors and aliases in the images: block are not supported")
-    for index, item in enumerate(value.value):
-        located.entries.append(_entry(item, f"{where}: images[{index}]"))
-    return located
 
 
 def _entry(item: Node, where: str) -> _Entry:
