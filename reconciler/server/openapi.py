@@ -1,9 +1,13 @@
-"""The OpenAPI 3 document of the daemon's HTTP API, served at ``GET /openapi.json``.
+"""The OpenAPI 3.1 document of the daemon's HTTP API, served at ``GET /openapi.json``.
 
-``PATHS`` holds one entry per route of the aiohttp application (path template -> method -> operation)
-and ``SCHEMAS`` the shared response bodies. A unit test compares ``PATHS`` with the application's
-router in both directions (the daemon's whole application, promotion routes included), so every new
-route must be documented here: add its path to ``PATHS`` and its bodies to ``SCHEMAS``.
+``PATHS`` holds one entry per route of the aiohttp application (path template -> method -> operation:
+parameters, request bodies, every answer and its headers); the bodies are not written here: each
+answer refers to a model of ``reconciler.server.models``, and ``SCHEMAS`` (``components.schemas``) is
+generated from those models (JSON Schema 2020-12, hence OpenAPI 3.1). A unit test compares ``PATHS``
+with the application's router in both directions (the daemon's whole application, promotion routes
+included), so every new route must be documented here; another validates real responses against the
+model each documented answer names. A new route adds its path to ``PATHS`` and its bodies to
+``models.MODELS``.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ import copy
 from typing import Any
 
 from reconciler import __version__
-from reconciler.server import jsonbody, listener
+from reconciler.server import jsonbody, listener, models
 
 JSON = "application/json"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+REF = "#/components/schemas/{model}"
+
+
+def _ref(model: type[models.Body]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -56,119 +63,32 @@ def _limits(schema: dict[str, Any]) -> dict[str, Any]:
     """The 400, 408, 413, 429 and 431 answers of a signed POST route, with ``schema`` as their body."""
     return {
         "400": _json(f"unknown sender or malformed request: {_BAD_INPUT}", schema),
-        "408": _json(_LATE, {"oneOf": [schema, _ref("Error")]}),
+        "408": _json(_LATE, {"oneOf": [schema, _ref(models.Error)]}),
         "413": _json("body too large", schema),
         "429": {**_json(_RATE_LIMITED, schema), "headers": _RETRY_AFTER},
-        "431": _json(_HEADERS_TOO_LARGE, _ref("Error")),
+        "431": _json(_HEADERS_TOO_LARGE, _ref(models.Error)),
     }
 
 
-SCHEMAS: dict[str, dict[str, Any]] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {"type": "string"}},
-    },
-    "Condition": {
-        "type": "object",
-        "description": "A kstatus condition (Ready, Reconciling, Stalled).",
-        "required": ["type", "status"],
-        "properties": {
-            "type": {"type": "string", "enum": ["Ready", "Reconciling", "Stalled"]},
-            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "reason": {"type": "string"},
-            "message": {"type": "string"},
-            "lastTransitionTime": {"type": "string", "format": "date-time"},
-        },
-    },
-    "ChangeSetEntry": {
-        "type": "object",
-        "required": ["object", "action"],
-        "properties": {
-            "object": {"type": "string", "description": "Kind/namespace/name"},
-            "action": {
-                "type": "string",
-                "enum": ["created", "configured", "unchanged", "deleted", "skipped", "failed"],
-            },
-            "message": {"type": "string"},
-        },
-    },
-    "ChangeSetSummary": {
-        "type": "object",
-        "description": "The last sync's ChangeSet without diffs; unchanged objects are only counted.",
-        "properties": {
-            "summary": {"type": "string", "example": "2 created, 1 configured, 7 unchanged"},
-            "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "objects": {"type": "array", "items": _ref("ChangeSetEntry")},
-            "omitted": {"type": "integer", "description": "changed objects left out of objects"},
-        },
-    },
-    "EnvironmentStatus": {
-        "type": "object",
-        "required": ["name", "revision", "sync", "health", "condition"],
-        "properties": {
-            "name": {"type": "string"},
-            "path": {"type": "string"},
-            "cluster": {"type": "string"},
-            "revision": {"type": "string", "description": "revision of the last sync (or fetch)"},
-            "appliedRevision": {"type": "string", "description": "last revision applied completely"},
-            "syncs": {"type": "integer"},
-            "lastSyncTime": {"type": "number", "nullable": True},
-            "lastSuccessTime": {"type": "number", "nullable": True},
-            "sync": {"type": "string", "enum": ["Synced", "OutOfSync", "Unknown"]},
-            "health": {
-                "type": "string",
-                "enum": ["Healthy", "Suspended", "Progressing", "Unknown", "Missing", "Degraded"],
-            },
-            "condition": {"type": "string", "enum": ["Ready", "Reconciling", "Stalled"]},
-            "reason": {"type": "string"},
-            "message": {"type": "string"},
-            "conditions": {"type": "array", "items": _ref("Condition")},
-            "changes": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "lastChangeSet": _ref("ChangeSetSummary"),
-            "unhealthy": {"type": "object", "additionalProperties": {"type": "string"}},
-            "pruneBlocked": {"type": "string"},
-            "inventoryObjects": {"type": "integer", "nullable": True},
-            "durations": {"type": "object", "additionalProperties": {"type": "number"}},
-            "lastError": {"type": "string"},
-            "gitStale": {"type": "boolean"},
-            "gitError": {"type": "string"},
-            "gitFailures": {"type": "integer"},
-        },
-    },
-    "EnvironmentList": {
-        "type": "object",
-        "required": ["environments"],
-        "properties": {"environments": {"type": "array", "items": _ref("EnvironmentStatus")}},
-    },
-    "Readiness": {
-        "type": "object",
-        "required": ["ready", "reasons"],
-        "properties": {
-            "ready": {"type": "boolean"},
-            "reasons": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "WebhookResult": {
-        "type": "object",
-        "required": ["result"],
-        "properties": {
-            "result": {
-                "type": "string",
-                "enum": [
-                    "accepted",
-                    "ignored",
-                    "duplicate",
-                    "pong",
-                    "refused",
-                    "rate-limited",
-                    "shutting-down",
-                ],
-            },
-            "reason": {"type": "string"},
-        },
-    },
-}
+def _lift(schemas: dict[str, dict[str, Any]], name: str, schema: dict[str, Any]) -> None:
+    """Add ``schema`` as ``name``; a model and its nested models may meet again, never differently."""
+    if schemas.setdefault(name, schema) != schema:
+        raise ValueError(f"two different schemas are named {name!r}")
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    """``components.schemas``: every model of ``reconciler.server.models``, with the models and enums
+    they nest lifted from their ``$defs`` (a fresh copy)."""
+    result: dict[str, dict[str, Any]] = {}
+    for model in models.MODELS:
+        schema = model.model_json_schema(ref_template=REF)
+        for name, nested in schema.pop("$defs", {}).items():
+            _lift(result, name, nested)
+        _lift(result, model.__name__, schema)
+    return result
+
+
+SCHEMAS = schemas()
 
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {
@@ -176,17 +96,8 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Liveness: the event loop answers and none of the daemon's loops died.",
             "operationId": "healthz",
             "responses": {
-                "200": _json("alive", {"type": "object", "properties": {"status": {"type": "string"}}}),
-                "500": _json(
-                    "an internal loop died (restart the process)",
-                    {
-                        "type": "object",
-                        "properties": {
-                            "status": {"type": "string"},
-                            "reasons": {"type": "array", "items": {"type": "string"}},
-                        },
-                    },
-                ),
+                "200": _json("alive", _ref(models.Liveness)),
+                "500": _json("an internal loop died (restart the process)", _ref(models.LivenessFailure)),
             },
         }
     },
@@ -195,8 +106,8 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Readiness: Git fetched and fresh, every cluster reachable.",
             "operationId": "readyz",
             "responses": {
-                "200": _json("ready", _ref("Readiness")),
-                "503": _json("not ready, with the reasons", _ref("Readiness")),
+                "200": _json("ready", _ref(models.Readiness)),
+                "503": _json("not ready, with the reasons", _ref(models.Readiness)),
             },
         }
     },
@@ -227,11 +138,11 @@ PATHS: dict[str, dict[str, Any]] = {
             "operationId": "gitWebhook",
             "requestBody": {"required": True, "content": {JSON: {"schema": {"type": "object"}}}},
             "responses": {
-                "200": _json("ping answered, or a duplicate delivery", _ref("WebhookResult")),
-                "202": _json("accepted (a fetch is queued) or ignored", _ref("WebhookResult")),
-                "401": _json("missing or invalid signature", _ref("WebhookResult")),
-                **_limits(_ref("WebhookResult")),
-                "503": _json("shutting down", _ref("WebhookResult")),
+                "200": _json("ping answered, or a duplicate delivery", _ref(models.WebhookResult)),
+                "202": _json("accepted (a fetch is queued) or ignored", _ref(models.WebhookResult)),
+                "401": _json("missing or invalid signature", _ref(models.WebhookResult)),
+                **_limits(_ref(models.WebhookResult)),
+                "503": _json("shutting down", _ref(models.WebhookResult)),
             },
         }
     },
@@ -239,7 +150,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "summary": "Every environment's status.",
             "operationId": "listEnvironments",
-            "responses": {"200": _json("every environment", _ref("EnvironmentList"))},
+            "responses": {"200": _json("every environment", _ref(models.EnvironmentList))},
         }
     },
     "/api/v1/environments/{name}": {
@@ -248,24 +159,14 @@ PATHS: dict[str, dict[str, Any]] = {
             "operationId": "getEnvironment",
             "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {
-                "200": _json("the environment", _ref("EnvironmentStatus")),
-                "404": _json("no such environment", _ref("Error")),
+                "200": _json("the environment", _ref(models.EnvironmentStatus)),
+                "404": _json("no such environment", _ref(models.Error)),
             },
         }
     },
 }
 
 # -- promotions (reconciler/promotion/api.py; bodies and signatures: docs/promotions.md) ------------------
-SCHEMAS["Promotion"] = {
-    "type": "object",
-    "description": "A promotion's summary (see docs/promotions.md for its fields).",
-    "additionalProperties": True,
-}
-SCHEMAS["PromotionList"] = {
-    "type": "object",
-    "required": ["promotions"],
-    "properties": {"promotions": {"type": "array", "items": _ref("Promotion")}},
-}
 _SIGNED = {
     "required": True,
     "description": (
@@ -295,15 +196,17 @@ _SIGNED_READ = [
     )
 ]
 _READ_REFUSED = {
-    "401": _json("unsigned read, invalid signature, unknown key, or stale timestamp", _ref("Error")),
-    "429": _json("too many reads (signed ones per key; unsigned ones per address)", _ref("Error")),
+    "401": _json("unsigned read, invalid signature, unknown key, or stale timestamp", _ref(models.Error)),
+    "429": _json("too many reads (signed ones per key; unsigned ones per address)", _ref(models.Error)),
 }
 _REFUSED = {
-    "401": _json("missing or invalid signature, unknown key, or stale timestamp", _ref("Error")),
-    "403": _json("the key may not act for the identity, or the identity may not decide", _ref("Error")),
-    "404": _json("no such promotion or pipeline, or promotions are not configured", _ref("Error")),
-    "409": _json("replayed nonce, wrong revision, or the promotion takes no more decisions", _ref("Error")),
-    **_limits(_ref("Error")),
+    "401": _json("missing or invalid signature, unknown key, or stale timestamp", _ref(models.Error)),
+    "403": _json("the key may not act for the identity, or the identity may not decide", _ref(models.Error)),
+    "404": _json("no such promotion or pipeline, or promotions are not configured", _ref(models.Error)),
+    "409": _json(
+        "replayed nonce, wrong revision, or the promotion takes no more decisions", _ref(models.Error)
+    ),
+    **_limits(_ref(models.Error)),
 }
 PATHS["/api/v1/promotions"] = {
     "get": {
@@ -311,8 +214,8 @@ PATHS["/api/v1/promotions"] = {
         "operationId": "listPromotions",
         "parameters": _SIGNED_READ,
         "responses": {
-            "200": _json("every promotion", _ref("PromotionList")),
-            "404": _json("promotions are not configured", _ref("Error")),
+            "200": _json("every promotion", _ref(models.PromotionList)),
+            "404": _json("promotions are not configured", _ref(models.Error)),
             **_READ_REFUSED,
         },
     },
@@ -320,7 +223,13 @@ PATHS["/api/v1/promotions"] = {
         "summary": "Request a promotion (action request: from, to, optional revision) or a rollback.",
         "operationId": "createPromotion",
         "requestBody": _SIGNED,
-        "responses": {"201": _json("the new promotion", _ref("Promotion")), **_REFUSED},
+        "responses": {
+            "200": _json(
+                "dry_run: true: what the request would commit, nothing created", _ref(models.PromotionPreview)
+            ),
+            "201": _json("the new promotion", _ref(models.Promotion)),
+            **_REFUSED,
+        },
     },
 }
 PATHS["/api/v1/promotions/{id}"] = {
@@ -329,8 +238,8 @@ PATHS["/api/v1/promotions/{id}"] = {
         "operationId": "getPromotion",
         "parameters": _ID + _SIGNED_READ,
         "responses": {
-            "200": _json("the promotion", _ref("Promotion")),
-            "404": _json("no such promotion", _ref("Error")),
+            "200": _json("the promotion", _ref(models.Promotion)),
+            "404": _json("no such promotion", _ref(models.Error)),
             **_READ_REFUSED,
         },
     }
@@ -341,7 +250,7 @@ PATHS["/api/v1/promotions/{id}/approvals"] = {
         "operationId": "approvePromotion",
         "parameters": _ID,
         "requestBody": _SIGNED,
-        "responses": {"200": _json("the promotion", _ref("Promotion")), **_REFUSED},
+        "responses": {"200": _json("the promotion", _ref(models.Promotion)), **_REFUSED},
     }
 }
 PATHS["/api/v1/promotions/{id}/rejections"] = {
@@ -350,7 +259,7 @@ PATHS["/api/v1/promotions/{id}/rejections"] = {
         "operationId": "rejectPromotion",
         "parameters": _ID,
         "requestBody": _SIGNED,
-        "responses": {"200": _json("the promotion", _ref("Promotion")), **_REFUSED},
+        "responses": {"200": _json("the promotion", _ref(models.Promotion)), **_REFUSED},
     }
 }
 
@@ -358,7 +267,7 @@ PATHS["/api/v1/promotions/{id}/rejections"] = {
 def document() -> dict[str, Any]:
     """The whole OpenAPI 3 document (a fresh copy)."""
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "reconciler",
             "version": __version__,
