@@ -139,25 +139,33 @@ class LeaderElector:
         try:
             lease = await self.client.request("GET", self.path)
         except NotFoundError:
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": self.config.lease_name,
-                    "namespace": self.config.namespace,
-                    "annotations": {INSTANCE_ANNOTATION: self.instance},
-                },
-                "spec": self._spec(acquire=True, transitions=0),
-            }
-            try:
-                await self.client.request(
-                    "POST",
-                    f"/apis/coordination.k8s.io/v1/namespaces/{self.config.namespace}/leases",
-                    body=body,
-                )
-            except (AlreadyExistsError, ConflictError):
-                return False
-            return True
+            return await self._create()
+        return await self._take_or_renew(lease)
+
+    async def _create(self) -> bool:
+        """Create the Lease, held by us; False when another candidate created it first."""
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.config.lease_name,
+                "namespace": self.config.namespace,
+                "annotations": {INSTANCE_ANNOTATION: self.instance},
+            },
+            "spec": self._spec(acquire=True, transitions=0),
+        }
+        try:
+            await self.client.request(
+                "POST",
+                f"/apis/coordination.k8s.io/v1/namespaces/{self.config.namespace}/leases",
+                body=body,
+            )
+        except (AlreadyExistsError, ConflictError):
+            return False
+        return True
+
+    async def _take_or_renew(self, lease: dict[str, Any]) -> bool | None:
+        """Renew ``lease`` (ours), or take it when it expired or our previous process held it."""
         spec = lease.get("spec") or {}
         metadata = lease.setdefault("metadata", {})
         annotations = metadata.get("annotations") or {}

@@ -1,0 +1,10 @@
+"""The parts of the daemon (``reconciler.daemon.Daemon`` is their facade), one responsibility each:
+
+- ``environment``: what the daemon knows about one environment (``EnvironmentState``) and its status;
+- ``tasks``: the supervised asyncio tasks (a loop that dies fails liveness) and background writes;
+- ``reporting``: Environment objects, Events and the metrics of a finished sync or of drift;
+- ``fetching``: the Git fetch, the verified-commit gate, render-input keys, commits webhooks announced;
+- ``syncing``: one environment's sync step (dependencies, options, what it leaves in the state);
+- ``intake``: the HTTP server's side (push webhooks, readiness, statuses) and followers' nudges;
+- ``wiring``: startup and the periodic loops (clusters, engines, server, poll, resync, cluster probes).
+"""
