@@ -110,7 +110,7 @@ class Syncer:
             ),
             health_timeout=env.health_timeout,
             wait_for_all=False,
-            diffs=False,  # nobody reads the daemon's diffs (the status API shows actions): skip the YAML dumps
+            diffs=False,  # nobody reads the daemon's diffs (the status API shows actions)
             policy=self._access_policy(env),
         )
 
