@@ -26,19 +26,6 @@ from .fetching import Head
 from .reporting import Reporter
 
 log = structlog.get_logger("reconciler.daemon")
-# Failures worth retrying with the same inputs (the API server may recover; another environment may
-# release an object or bring a namespace or CRD); render and manifest errors, and a blocked prune,
-# wait for a new revision (or an operator) instead.
-RETRIED_FAILURES = frozenset(
-    {
-        "ClusterUnreachable",
-        "ApiError",
-        "ValidationFailed",
-        "ApplyFailed",
-        "HealthCheckFailed",
-        "OwnershipConflict",
-    }
-)
 
 
 class Syncer:
@@ -163,7 +150,10 @@ class Syncer:
         for other in self.environments.values():
             if other.waiting_for and name in other.config.depends_on:
                 self.queue.add(f"env:{other.config.name}")
-        if result.reason in RETRIED_FAILURES:
+        # failures worth retrying with the same inputs (the API server may recover; another environment
+        # may release an object or bring a namespace or CRD) are told by their Reason; render and manifest
+        # errors, policy violations and a blocked prune wait for a new revision (or an operator) instead
+        if result.retryable:
             # retried with backoff by the queue (1 s doubling to 60 s): what the API server refused may
             # depend on another environment (a namespace, a CRD) that is still syncing
             raise RuntimeError(f"{name}: {result.reason}: {result.message}")
