@@ -14,6 +14,7 @@ approvals at once never lose one.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -27,9 +28,24 @@ GROUP = "reconciler.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "Promotion"
-ACTIVE_PHASES = ("Pending", "Approved", "Promoting")
-OPEN_PHASES = ("Pending", "Approved")  # still taking decisions; a newer request supersedes them
-TERMINAL_PHASES = ("Succeeded", "Failed", "Rejected", "Expired", "Superseded")
+
+
+class Phase(enum.StrEnum):
+    """A Promotion's phase (a ``str``: it is stored and compared as the plain name)."""
+
+    PENDING = "Pending"
+    APPROVED = "Approved"
+    PROMOTING = "Promoting"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    REJECTED = "Rejected"
+    EXPIRED = "Expired"
+    SUPERSEDED = "Superseded"
+
+
+ACTIVE_PHASES = (Phase.PENDING, Phase.APPROVED, Phase.PROMOTING)
+OPEN_PHASES = (Phase.PENDING, Phase.APPROVED)  # still taking decisions; a newer request supersedes them
+TERMINAL_PHASES = (Phase.SUCCEEDED, Phase.FAILED, Phase.REJECTED, Phase.EXPIRED, Phase.SUPERSEDED)
 MAX_RECORDS = 100
 # the creating replica's clock when it created the promotion (fixed-width, so it sorts as text)
 REQUESTED_AT = f"{GROUP}/requested-at"
@@ -65,9 +81,13 @@ def order(body: Body) -> tuple[str, str, str]:
     )
 
 
-def phase(body: Body) -> str:
-    """The promotion's phase (Pending until the status says otherwise)."""
-    return str((body.get("status") or {}).get("phase") or "Pending")
+def phase(body: Body) -> Phase:
+    """The promotion's phase (Pending until the status says otherwise; a phase this version does not
+    know, written by hand or by a newer one, counts as Failed: never as open to decisions)."""
+    try:
+        return Phase(str((body.get("status") or {}).get("phase") or Phase.PENDING))
+    except ValueError:
+        return Phase.FAILED
 
 
 class PromotionStore:
