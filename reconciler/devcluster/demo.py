@@ -302,7 +302,7 @@ def main() -> int:
         "clusters": [{"name": "demo", "kubeconfig": str(kubeconfig)}],
         "environments": environments,
         "webhooks": {"github": {"secret_file": str(served.secret_file)}},
-        "leader_election": {"enabled": True, "lease_duration": 15, "renew_interval": 2},
+        "leader_election": {"enabled": True, "identity": "demo"},  # a restarted demo leads again at once
         "listen": f"127.0.0.1:{served.daemon_port}",
         "cache_dir": str(root / "daemon-cache"),
         "kustomize": str(tools.kustomize),
