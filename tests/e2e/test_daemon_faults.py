@@ -478,7 +478,8 @@ def test_a_webhook_commit_overtaken_by_a_force_push_is_given_up(
     forced = git("rev-parse", "HEAD", cwd=repo.work)
     assert push_webhook(daemon, overtaken, "late-delivery")[1]["result"] == "accepted"
     wait_for(lambda: configmap_note(kube_sync, namespace) == "forced", what="the force push to be applied")
-    assert daemon.environment(name)["revision"] == forced
+    # the object changes during the sync's apply; the status says so once the sync has finished
+    wait_for(lambda: daemon.environment(name)["revision"] == forced, what="the status to show the head")
     wait_for(
         lambda: fetches_during(daemon, 2.0) == 0,
         timeout=45,
@@ -538,7 +539,20 @@ def test_status_after_a_promotion_keeps_the_last_change_and_says_unchanged_since
     assert staging["lastAppliedChange"]["revision"] == staged
     assert staging["message"] == f"revision {promoted}: 1 objects unchanged since {staged}"
 
-    live = kube_sync("reconciler.dev/v1alpha1", "Environment", setup.namespace, setup.production)
+    # the Environment object is written right after the status API's state changes
+    live = wait_for(
+        lambda: (
+            (o := kube_sync("reconciler.dev/v1alpha1", "Environment", setup.namespace, setup.production))
+            .get("status", {})
+            .get("lastAppliedChange", {})
+            .get("revision")
+            == promoted
+            and "unchanged since"
+            in next(c for c in o["status"]["conditions"] if c["type"] == "Ready").get("message", "")
+            and o
+        ),
+        what="the Environment object to show the last applied change",
+    )
     assert live["status"]["lastAppliedChange"]["revision"] == promoted
     ready = next(c for c in live["status"]["conditions"] if c["type"] == "Ready")
     assert "unchanged since" in ready["message"]
