@@ -65,7 +65,7 @@ import yaml
 
 from benchmarks.sync_1000 import RESOURCES, app
 from reconciler.devcluster import Cluster, ensure_toolchain, gitserver
-from reconciler.devcluster.cluster import free_port
+from reconciler.devcluster.cluster import free_port, list_clusters
 from reconciler.kube import KubeClient
 from reconciler.kube.errors import NotFoundError
 
@@ -547,6 +547,9 @@ async def run(args: argparse.Namespace) -> None:
     namespaces = max(1, args.objects // 10)
     # kwok nodes take 110 pods each; every tool's Deployments stay until the cluster is removed
     pods = namespaces * len(TOOLS) * args.rounds
+    others = [c.name for c in list_clusters() if c.name != args.cluster and c.status().state != "stopped"]
+    if others:
+        log(f"other local clusters are running ({', '.join(others)}): they share these cores")
     cluster = Cluster(args.cluster)
     kubeconfig = cluster.up(log, nodes=max(3, pods // 100 + 2), toolchain=tools)
     try:
@@ -566,6 +569,11 @@ async def run(args: argparse.Namespace) -> None:
                     bench.git_server.terminate()
                     bench.git_server.wait(10)
             report(results, resyncs, namespaces * 10)
+            load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+            print(
+                f"\nload average at the end: {load} ({os.cpu_count()} CPUs); other clusters at the start: "
+                f"{', '.join(others) or 'none'}"
+            )
     finally:
         if not args.keep:
             cluster.down(log)
