@@ -250,6 +250,7 @@ async def _sync_once(
                 enabled=options.get("prune", True), allow_mass_prune=options.get("allow_mass_prune", False)
             ),
             dry_run=dry_run,
+            diffs=dry_run,  # only `diff` prints diffs; `sync` would YAML-dump every object for nothing
             health_timeout=options.get("timeout", 300.0),
         )
         return await engine.sync_directory(

@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from reconciler.drift import FightGuard
-from reconciler.health import HealthStatus, aggregate
+from reconciler.health import HealthStatus, aggregate, assess
 from reconciler.inventory import Inventory, InventoryStore
 from reconciler.kube.cache import LiveCache
 from reconciler.kube.client import KubeClient
@@ -279,17 +279,21 @@ class Engine:
         result: SyncResult,
         progress: Progress,
     ) -> None:
-        """Health of everything, and the environment's condition."""
-        everything = [p.manifest for p in objects.values()]
+        """Health of everything, and the environment's condition. What this sync did not write and was
+        healthy when the plan stage read it is taken from that read (no second pass, no request); the
+        rest is read (and, for a one-shot sync, waited for) again."""
+        healths = {key: assess(p.live) for key, p in objects.items() if not p.writes}
+        again = [objects[key].manifest for key in objects if objects[key].writes or not healths[key].ready]
         with _timed(result, "health"):
-            if options.wait and options.wait_for_all:
+            if again and options.wait and options.wait_for_all:
                 try:
                     await self.health.wait(
-                        "all objects", everything, options.health_timeout, _applied_versions(objects)
+                        "all objects", again, options.health_timeout, _applied_versions(objects)
                     )
                 except SyncFailedError as failure:
                     progress(failure.message)
-            healths = await self.health.healths(everything, _applied_versions(objects))
+            if again:
+                healths.update(await self.health.healths(again, _applied_versions(objects)))
         result.health = aggregate(healths.values())
         result.unhealthy = {
             str(k): f"{h.status.value}: {h.message}" for k, h in healths.items() if not h.ready
