@@ -38,6 +38,7 @@ from reconciler.console import (
     print_data,
     print_table,
 )
+from reconciler.render.kustomize import DEFAULT_TIMEOUT as DEFAULT_RENDER_TIMEOUT
 
 if TYPE_CHECKING:
     from reconciler.kube.client import KubeClient
@@ -213,7 +214,7 @@ def render(
     allow_remote_bases: AllowRemoteBases = False,
     allow_helm: AllowHelm = False,
     allow_plugins: AllowPlugins = False,
-    render_timeout: RenderTimeout = 60.0,
+    render_timeout: RenderTimeout = DEFAULT_RENDER_TIMEOUT,
     redact_secrets: Annotated[
         bool, typer.Option("--redact-secrets", help="replace Secret values by fingerprints")
     ] = False,
@@ -306,7 +307,7 @@ def diff(
     allow_remote_bases: AllowRemoteBases = False,
     allow_helm: AllowHelm = False,
     allow_plugins: AllowPlugins = False,
-    render_timeout: RenderTimeout = 60.0,
+    render_timeout: RenderTimeout = DEFAULT_RENDER_TIMEOUT,
     kubeconfig: Kubeconfig = None,
     context: KubeContext = None,
     environment: EnvironmentName = None,
@@ -350,7 +351,7 @@ def sync(
     allow_remote_bases: AllowRemoteBases = False,
     allow_helm: AllowHelm = False,
     allow_plugins: AllowPlugins = False,
-    render_timeout: RenderTimeout = 60.0,
+    render_timeout: RenderTimeout = DEFAULT_RENDER_TIMEOUT,
     kubeconfig: Kubeconfig = None,
     context: KubeContext = None,
     environment: EnvironmentName = None,
