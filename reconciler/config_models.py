@@ -173,18 +173,34 @@ class RepositoryModel(StrictModel):
     verify: VerifyModel | None = None  # only commits signed by these signers are synced
 
 
+class SecretKeyModel(StrictModel):
+    """``clusters[N].kubeconfig_secret``: one key of a Secret on the daemon's home cluster."""
+
+    namespace: DnsName
+    name: DnsName
+    key: str = Field(default="kubeconfig", min_length=1, description="a key of the Secret's data")
+
+
 class ClusterModel(StrictModel):
-    """``clusters[N]``: in-cluster, or a kubeconfig (and context)."""
+    """``clusters[N]``: in-cluster, a kubeconfig file (and context), or a kubeconfig held in a Secret of
+    the home cluster; how often it is probed, how long a request may take, how many syncs run at once."""
 
     name: DnsName
     in_cluster: bool = False
     kubeconfig: ExistingFile = None
+    kubeconfig_secret: SecretKeyModel | None = None
     context: str | None = None
+    probe_interval: Duration = Field(default=5.0, ge=0.2)
+    request_timeout: Duration = Field(default=30.0, ge=1.0)
+    max_concurrent_syncs: int | None = Field(
+        default=None, ge=1, description="a whole number (default: workers)"
+    )
 
     @model_validator(mode="after")
     def _reachable(self) -> ClusterModel:
-        if not self.in_cluster and self.kubeconfig is None:
-            raise FieldError(("", "set in_cluster: true or a kubeconfig"))
+        ways = [self.in_cluster, self.kubeconfig is not None, self.kubeconfig_secret is not None]
+        if sum(ways) != 1:
+            raise FieldError(("", "set exactly one of in_cluster: true, kubeconfig or kubeconfig_secret"))
         return self
 
 
@@ -355,6 +371,17 @@ def _cluster_problems(model: SettingsModel) -> list[tuple[str, str]]:
     problems = [] if len(set(names)) == len(names) else [("clusters", "names must be unique")]
     if model.leader_election.cluster and model.leader_election.cluster not in names:
         problems.append(("leader_election.cluster", f"no cluster named {model.leader_election.cluster!r}"))
+        return problems
+    home = model.leader_election.cluster or names[0]
+    for index, cluster in enumerate(model.clusters):
+        if cluster.name == home and cluster.kubeconfig_secret is not None:
+            problems.append(
+                (
+                    f"clusters[{index}].kubeconfig_secret",
+                    f"{home!r} is the home cluster (leader_election.cluster, else the first cluster), where "
+                    "kubeconfig Secrets are read from: give it in_cluster: true or a kubeconfig file",
+                )
+            )
     return problems
 
 

@@ -40,6 +40,7 @@ import structlog
 from aiohttp import web
 
 from reconciler.daemon_parts import wiring
+from reconciler.daemon_parts.clusters import Clusters
 from reconciler.daemon_parts.environment import EnvironmentState, render_options
 from reconciler.daemon_parts.fetching import FETCH, Fetcher, Wanted
 from reconciler.daemon_parts.intake import Intake
@@ -49,6 +50,7 @@ from reconciler.daemon_parts.tasks import Tasks, dump_tasks
 from reconciler.events import EventRecorder
 from reconciler.leader import LeaderElector
 from reconciler.metrics import Metrics
+from reconciler.objects import ChangeSetEntry
 from reconciler.promotion import api as promotion_api
 from reconciler.promotion.controller import EnvView, PromotionController
 from reconciler.promotion.gitwriter import GitWriter
@@ -75,7 +77,9 @@ class Daemon:
         self.gate = CommitGate(settings.repository.verify, self.source.mirror, settings.cache_dir / "gnupg")
         self.renderer = Renderer()
         self.metrics = Metrics()
-        self.clusters = wiring.Clusters()
+        self.clusters = Clusters(settings, self.renderer, self.metrics, self._on_drift)
+        self.clusters.on_down, self.clusters.on_up = self._cluster_down, self._cluster_up
+        self.clusters.on_replaced = self._cluster_replaced
         self.clients = self.clusters.clients
         self.metrics.count_requests_of(self.clients)
         self.caches = self.clusters.caches
@@ -90,7 +94,13 @@ class Daemon:
                 reason=reason, outcome=outcome
             ).inc(),
         )
-        self.queue = WorkQueue(self._handle, workers=settings.workers, backoff=Backoff(base=1.0, cap=60.0))
+        self.queue = WorkQueue(
+            self._handle,
+            workers=settings.workers,
+            backoff=Backoff(base=1.0, cap=60.0),
+            lane_of=self._lane_of,
+            lane_workers=lambda cluster: settings.cluster(cluster).max_concurrent_syncs or settings.workers,
+        )
         self.leading = asyncio.Event()
         self.tasks = Tasks()
         self._wire_parts()
@@ -111,6 +121,7 @@ class Daemon:
             self.queue,
             self.leading,
             self.tasks,
+            self.clusters.unreachable,
         )
         self.fetcher = Fetcher(
             self.source,
@@ -134,11 +145,18 @@ class Daemon:
             self.leading,
             self.reporter,
             lambda: self.promotions,
+            self.clusters.unreachable,
         )
         self.intake = Intake(
-            self.settings, self.environments, self.fetcher, self.queue, self.leading, self.tasks
+            self.settings,
+            self.environments,
+            self.fetcher,
+            self.queue,
+            self.leading,
+            self.tasks,
+            self.clusters,
         )
-        self.cluster_errors = self.intake.cluster_errors
+        self.cluster_errors = self.clusters.errors
 
     # -- what the fetch last saw (kept by the fetcher) -----------------------------------------------
     @property
@@ -203,8 +221,12 @@ class Daemon:
         return self.intake.push(push)
 
     def readiness(self) -> tuple[bool, list[str]]:
-        """Ready when Git was fetched at least once, is not stale, and every cluster answers."""
+        """Ready when Git was fetched at least once, is not stale, and the home cluster answers."""
         return self.intake.readiness()
+
+    def degraded(self) -> list[str]:
+        """The other clusters that cannot be used now (the replica stays ready)."""
+        return self.intake.degraded()
 
     def liveness(self) -> list[str]:
         """The internal loops that died (``/healthz`` fails while this is not empty)."""
@@ -256,8 +278,7 @@ class Daemon:
         config = self.settings.promotions
         if not config.pipelines:
             return
-        cluster = self.settings.leader_election.cluster or self.settings.clusters[0].name
-        store = PromotionStore(self.clients[cluster], self.settings.inventory_namespace)
+        store = PromotionStore(self.clients[self.settings.home_cluster], self.settings.inventory_namespace)
         writer = GitWriter(self.source, config.author_name, config.author_email, config.signing_key)
         self.promotions = PromotionController(config, store, writer, self, self.metrics.registry)
         self.tasks.spawn(self.promotions.run(self.leading), "promotions")
@@ -265,18 +286,17 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         """Connect to clusters, start the server, the election, the poller and the workers."""
-        await self.clusters.connect(self.settings, self.renderer, self.reporter.on_drift)
-        if self.settings.install_crds:
-            await self.clusters.install_crds()
+        await self.clusters.connect()
+        await self.clusters.install_crds()
         self.events.start()
         self._runner = await wiring.serve(self.app, self.settings)
         self.queue.start()
-        probe = wiring.probe_clusters(
-            self.clients, self.cluster_errors, self.environments, self.queue, self.leading
-        )
-        self.tasks.spawn(probe, "probe-clusters")
+        for cluster in self.settings.clusters:
+            if cluster.kubeconfig_secret is not None:
+                self.tasks.spawn(self.clusters.follow_secret(cluster), f"kubeconfig-secret-{cluster.name}")
+            self.tasks.spawn(self.clusters.probe(cluster), f"probe-cluster-{cluster.name}")
         if self.settings.leader_election.enabled:
-            client = self.clients[self.settings.leader_election.cluster]
+            client = self.clients[self.settings.home_cluster]
             self.elector = LeaderElector(
                 client,
                 self.settings.leader_election,
@@ -321,15 +341,10 @@ class Daemon:
         await self.queue.close(timeout=max(0.5, timeout - 2))
         if self.elector is not None:
             await self.elector.release()
-        for engine in self.engines.values():
-            await engine.close()
         await self.events.close()
-        for cache in self.caches.values():
-            await cache.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        for client in self.clients.values():
-            await client.close()
+        await self.clusters.close()
         log.info("stopped", seconds=round(time.monotonic() - started, 2))
 
     async def run_forever(self) -> None:
@@ -345,6 +360,43 @@ class Daemon:
             await asyncio.wait_for(self.stop(), timeout=8.0)
         except TimeoutError:
             log.error("shutdown did not finish within 8 s; exiting anyway")
+
+    def _on_drift(self, environment: str, entry: ChangeSetEntry) -> None:
+        self.reporter.on_drift(environment, entry)
+
+    # -- clusters ----------------------------------------------------------------------------------
+    def _lane_of(self, key: str) -> str:
+        """A key's lane of workers: the cluster of the environment it syncs or reports (``""``: the
+        default lane, for fetches)."""
+        for prefix in ("env:", STATUS):
+            if key.startswith(prefix):
+                state = self.environments.get(key[len(prefix) :])
+                return state.config.cluster if state is not None else ""
+        return ""
+
+    def _cluster_keys(self, cluster: str) -> list[str]:
+        return [f"env:{env.name}" for env in self.clusters.environments_of(cluster)]
+
+    def _cluster_down(self, cluster: str) -> None:
+        """The cluster stopped answering: stop its running syncs (they would only wait for timeouts)
+        and sync its environments again, which marks them Stalled (ClusterUnreachable) at once."""
+        if not self.leading.is_set():
+            return
+        for key in self._cluster_keys(cluster):
+            self.queue.cancel_key(key)
+            self.queue.add_now(key)
+
+    def _cluster_up(self, cluster: str) -> None:
+        """The cluster answers again: sync its environments now (whatever their backoff), without
+        waiting for a push."""
+        if self.leading.is_set():
+            for key in self._cluster_keys(cluster):
+                self.queue.add_now(key)
+
+    def _cluster_replaced(self, cluster: str) -> None:
+        """The cluster's connection is about to be replaced: stop the syncs using the old one."""
+        for key in self._cluster_keys(cluster):
+            self.queue.cancel_key(key)
 
     # -- work --------------------------------------------------------------------------------------
     async def _handle(self, key: str) -> None:

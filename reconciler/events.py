@@ -198,13 +198,30 @@ class EventRecorder:
         self.instance = instance
         self.correlator = correlator or Correlator()
         self.on_outcome = on_outcome or (lambda _reason, _outcome: None)
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
-        self._task: asyncio.Task[None] | None = None
-        self._failing = ""  # the kind of error the last send failed with ("" after a success)
+        self.queue_size = queue_size
+        # one queue and sending task per API server: a cluster that does not answer (each send waits
+        # for its timeout) never delays the Events of another
+        self._queues: dict[str, asyncio.Queue[_Pending]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._started = False
 
     def start(self) -> None:
-        """Start the sending task."""
-        self._task = asyncio.create_task(self._run(), name="event-recorder")
+        """Start sending (a task per API server, created with its first Event)."""
+        self._started = True
+        for host, queue in self._queues.items():
+            self._start(host, queue)
+
+    def _start(self, host: str, queue: asyncio.Queue[_Pending]) -> None:
+        if host not in self._tasks:
+            self._tasks[host] = asyncio.create_task(self._run(queue), name=f"event-recorder {host}")
+
+    def _queue_of(self, client: KubeClient) -> asyncio.Queue[_Pending]:
+        queue = self._queues.get(client.host)
+        if queue is None:
+            queue = self._queues[client.host] = asyncio.Queue(maxsize=self.queue_size)
+            if self._started:
+                self._start(client.host, queue)
+        return queue
 
     def record(self, client: KubeClient, involved: InvolvedObject, note: EventNote) -> None:
         """Record one event about ``involved`` in its namespace (deduplicated and rate limited)."""
@@ -215,44 +232,47 @@ class EventRecorder:
             log.debug("event throttled", reason=note.reason, object=involved.name)
             return
         try:
-            self._queue.put_nowait(_Pending(client, involved, note, decision))
+            self._queue_of(client).put_nowait(_Pending(client, involved, note, decision))
         except asyncio.QueueFull:
             self.on_outcome(note.reason, "throttled")
 
     async def flush(self, timeout: float = 2.0) -> None:
         """Wait (bounded) until every queued event was sent."""
+        waits = [queue.join() for queue in self._queues.values()]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout)
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
 
     async def close(self, timeout: float = 1.0) -> None:
         """Send what is queued (bounded), then stop."""
         await self.flush(timeout)
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
-    async def _run(self) -> None:
+    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+        failing = ""  # the kind of error the last send failed with ("" after a success)
         while True:
-            pending = await self._queue.get()
+            pending = await queue.get()
             try:
                 await self._send(pending)
                 self.on_outcome(pending.note.reason, pending.decision.outcome)
-                if self._failing:
+                if failing:
                     log.info("events are recorded again")
-                self._failing = ""
+                failing = ""
             except KubeError as exc:
                 self.on_outcome(pending.note.reason, "failed")
                 # a warning whenever sending starts failing or fails in another way (each message
                 # names its Event, so the kind of error is compared); repeats are counted
                 # (reconciler_events_total{outcome="failed"}) and logged at debug level
                 kind = type(exc).__name__
-                (log.debug if kind == self._failing else log.warning)(
+                (log.debug if kind == failing else log.warning)(
                     "could not record an event", reason=pending.note.reason, error=str(exc)
                 )
-                self._failing = kind
+                failing = kind
             finally:
-                self._queue.task_done()
+                queue.task_done()
 
     async def _send(self, pending: _Pending) -> None:
         involved, note, decision = pending.involved, pending.note, pending.decision

@@ -39,6 +39,7 @@ CONDITIONS = ("Ready", "Reconciling", "Stalled")
 C = TypeVar("C", bound=Collector)
 
 _SYNC_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -199,6 +200,19 @@ class Metrics:
             ["provider", "result"],
             registry=r,
         )
+        self.cluster_up = Gauge(
+            "reconciler_cluster_up",
+            "1 while the cluster answers its probe, 0 while it does not (or is not connected).",
+            ["cluster"],
+            registry=r,
+        )
+        self.kube_request_duration = Histogram(
+            "reconciler_kube_request_duration_seconds",
+            "Kubernetes API request latency by cluster and verb (watches excluded).",
+            ["cluster", "verb"],
+            buckets=_REQUEST_BUCKETS,
+            registry=r,
+        )
         self.events = Counter(
             "reconciler_events_total",
             "Kubernetes Events by reason and outcome (created, aggregated, throttled, failed).",
@@ -219,6 +233,15 @@ class Metrics:
     def count_requests_of(self, clients: Mapping[str, KubeClient]) -> None:
         """Export the request counters of these clients (the daemon's, filled as clusters connect)."""
         self.registry.register(_KubeRequests(clients))
+
+    def observe_requests_of(self, cluster: str, client: KubeClient) -> None:
+        """Time every request ``client`` makes (``reconciler_kube_request_duration_seconds``)."""
+        histogram = self.kube_request_duration
+
+        def observe(verb: str, _status: int, seconds: float) -> None:
+            histogram.labels(cluster, verb).observe(seconds)
+
+        client.observe = observe
 
     # -- updates ---------------------------------------------------------------------------------
     def environment_known(self, environment: str) -> None:

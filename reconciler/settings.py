@@ -32,6 +32,7 @@ from reconciler.config_fields import ConfigError, validate
 from reconciler.config_models import (
     PROVIDERS,
     SECTIONS,
+    ClusterModel,
     EnvironmentModel,
     Overrides,
     SettingsModel,
@@ -48,6 +49,7 @@ __all__ = [
     "EnvironmentConfig",
     "LeaderElectionConfig",
     "RepositoryConfig",
+    "SecretKey",
     "Settings",
     "WebhookConfig",
     "load",
@@ -87,13 +89,30 @@ class RepositoryConfig:
 
 
 @dataclass(frozen=True)
+class SecretKey:
+    """One key of a Secret (on the daemon's home cluster)."""
+
+    namespace: str
+    name: str
+    key: str = "kubeconfig"
+
+    def __str__(self) -> str:
+        return f"Secret {self.namespace}/{self.name} key {self.key!r}"
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
-    """A target cluster: in-cluster service account, or a kubeconfig and context."""
+    """A target cluster: in-cluster service account, a kubeconfig file and context, or a kubeconfig in a
+    Secret of the home cluster; its probe interval, request timeout and concurrent syncs (0: workers)."""
 
     name: str
     in_cluster: bool = False
     kubeconfig: Path | None = None
     context: str | None = None
+    kubeconfig_secret: SecretKey | None = None
+    probe_interval: float = 5.0
+    request_timeout: float = 30.0
+    max_concurrent_syncs: int = 0
 
 
 @dataclass(frozen=True)
@@ -186,6 +205,15 @@ class Settings:
     promotions: PromotionSettings = field(default_factory=PromotionSettings)
 
     @property
+    def home_cluster(self) -> str:
+        """The cluster the daemon keeps its own state on: its Lease, promotions, kubeconfig Secrets."""
+        return self.leader_election.cluster or self.clusters[0].name
+
+    def cluster(self, name: str) -> ClusterConfig:
+        """The configured cluster ``name``."""
+        return next(c for c in self.clusters if c.name == name)
+
+    @property
     def listen_host(self) -> str:
         """Host part of ``listen``."""
         return self.listen.rsplit(":", 1)[0] or "0.0.0.0"  # noqa: S104
@@ -194,6 +222,20 @@ class Settings:
     def listen_port(self) -> int:
         """Port part of ``listen``."""
         return int(self.listen.rsplit(":", 1)[1])
+
+
+def _cluster(model: ClusterModel) -> ClusterConfig:
+    secret = model.kubeconfig_secret
+    return ClusterConfig(
+        model.name,
+        model.in_cluster,
+        _file(model.kubeconfig),
+        model.context,
+        SecretKey(secret.namespace, secret.name, secret.key) if secret is not None else None,
+        model.probe_interval,
+        model.request_timeout,
+        model.max_concurrent_syncs or 0,
+    )
 
 
 def _file(value: str | None) -> Path | None:
@@ -300,9 +342,7 @@ def parse(
     cache_dir = Path(model.cache_dir)
     return Settings(
         repository=_repository(model),
-        clusters=tuple(
-            ClusterConfig(c.name, c.in_cluster, _file(c.kubeconfig), c.context) for c in model.clusters
-        ),
+        clusters=tuple(_cluster(c) for c in model.clusters),
         environments=tuple(_environment(model, e) for e in model.environments),
         webhooks=_webhooks(model, insecure_no_webhook_secret),
         leader_election=_leader_election(model, overrides),

@@ -9,6 +9,12 @@ keys come back after an exponential backoff with jitter. Keys are strings such a
 requests someone is waiting for (an accepted webhook): it runs the key at once, backoff or not, and a
 failure still counts towards the next delay. Each handler runs in a task of its own, so ``cancel`` can
 stop the running work of some keys (when the daemon loses leadership) without stopping a worker.
+
+**Lanes** isolate work that waits on different things: ``lane_of(key)`` names a key's lane (the daemon
+uses one lane per cluster for the syncs and status writes of its environments, and the default lane
+``""`` for fetches), and each lane has workers of its own (``lane_workers(lane)``, created when its
+first key arrives). A cluster that does not answer then holds only its own lane's workers, never the
+ones syncing another cluster or fetching Git. Deduplication, dirtiness and backoff stay per key.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[str], Coroutine[Any, Any, None]]
+DEFAULT_LANE = ""
 
 
 @dataclass
@@ -51,11 +58,22 @@ class Backoff:
 class WorkQueue:
     """Deduplicating queue served by a bounded pool of workers."""
 
-    def __init__(self, handler: Handler, *, workers: int = 4, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        workers: int = 4,
+        backoff: Backoff | None = None,
+        lane_of: Callable[[str], str] | None = None,
+        lane_workers: Callable[[str], int] | None = None,
+    ) -> None:
         self.handler = handler
         self.workers = workers
         self.backoff = backoff or Backoff()
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self.lane_of = lane_of or (lambda _key: DEFAULT_LANE)
+        self.lane_workers = lane_workers or (lambda _lane: workers)
+        self._lanes: dict[str, asyncio.Queue[str]] = {}
+        self._started = False
         self._queued: set[str] = set()
         self._processing: set[str] = set()
         self._dirty: set[str] = set()
@@ -98,7 +116,23 @@ class WorkQueue:
         if key in self._queued:
             return
         self._queued.add(key)
-        self._queue.put_nowait(key)
+        self._lane(key).put_nowait(key)
+
+    def _lane(self, key: str) -> asyncio.Queue[str]:
+        """The queue of ``key``'s lane (created, with its workers once started, on first use)."""
+        name = self.lane_of(key)
+        lane = self._lanes.get(name)
+        if lane is None:
+            lane = self._lanes[name] = asyncio.Queue()
+            if self._started:
+                self._start_lane(name, lane)
+        return lane
+
+    def _start_lane(self, name: str, lane: asyncio.Queue[str]) -> None:
+        count = self.workers if name == DEFAULT_LANE else max(1, self.lane_workers(name))
+        for index in range(count):
+            label = f"worker-{index}" if name == DEFAULT_LANE else f"worker-{name}-{index}"
+            self._tasks.append(asyncio.create_task(self._worker(lane), name=label))
 
     def add_after(self, key: str, delay: float) -> None:
         """Queue ``key`` after ``delay`` seconds (an earlier ``add`` wins)."""
@@ -119,12 +153,14 @@ class WorkQueue:
             self._dirty.add(key)
             return
         self._queued.add(key)
-        self._queue.put_nowait(key)
+        self._lane(key).put_nowait(key)
 
     def start(self) -> None:
-        """Start the workers."""
-        for index in range(self.workers):
-            self._tasks.append(asyncio.create_task(self._worker(), name=f"worker-{index}"))
+        """Start the workers (of the default lane, and of every lane that has keys already)."""
+        self._started = True
+        self._lanes.setdefault(DEFAULT_LANE, asyncio.Queue())
+        for name, lane in self._lanes.items():
+            self._start_lane(name, lane)
 
     def busy_with(self, prefix: str) -> bool:
         """True while a key starting with ``prefix`` is queued or being processed."""
@@ -158,9 +194,17 @@ class WorkQueue:
                 cancelled += 1
         return cancelled
 
-    async def _worker(self) -> None:
+    def cancel_key(self, key: str) -> bool:
+        """Cancel the running handler of exactly ``key`` (not retried); True when one was running."""
+        task = self._running.get(key)
+        if task is None or task.done():
+            return False
+        task.cancel()
+        return True
+
+    async def _worker(self, lane: asyncio.Queue[str]) -> None:
         while True:
-            key = await self._queue.get()
+            key = await lane.get()
             self._queued.discard(key)
             self._processing.add(key)
             task = asyncio.create_task(self.handler(key), name=f"work {key}")

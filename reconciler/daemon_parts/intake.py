@@ -15,6 +15,7 @@ from reconciler.server.webhooks import Push
 from reconciler.settings import Settings
 from reconciler.workqueue import WorkQueue
 
+from .clusters import Clusters
 from .environment import EnvironmentState
 from .fetching import FETCH, ZERO_SHA, Fetcher
 from .tasks import Tasks
@@ -33,6 +34,7 @@ class Intake:
         queue: WorkQueue,
         leading: asyncio.Event,
         tasks: Tasks,
+        clusters: Clusters,
     ) -> None:
         self.settings = settings
         self.environments = environments
@@ -42,7 +44,7 @@ class Intake:
         self.leading = leading
         self.tasks = tasks
         self.elector: LeaderElector | None = None  # set at startup when leader election is enabled
-        self.cluster_errors: dict[str, str] = {}  # by cluster, kept by the cluster probe
+        self.clusters = clusters
         self._nudged: set[str] = set()  # commits a follower passed on to the leader
 
     def push(self, push: Push) -> str:
@@ -88,15 +90,23 @@ class Intake:
         self.queue.add_now(FETCH)
 
     def readiness(self) -> tuple[bool, list[str]]:
-        """Ready when Git was fetched at least once, is not stale, and every cluster answers."""
+        """Ready when Git was fetched at least once, is not stale, and the home cluster (the daemon's
+        Lease, promotions and kubeconfig Secrets) answers; other clusters are ``degraded``."""
         reasons: list[str] = []
         stale_reason = self.head.stale_reason
         if not self.head.fetched_once:
             reasons.append("git: not fetched yet" + (f" ({stale_reason})" if stale_reason else ""))
         elif stale_reason:
             reasons.append(f"git: stale: {stale_reason}")
-        reasons.extend(f"cluster {name}: {error}" for name, error in self.cluster_errors.items())
+        home = self.settings.home_cluster
+        if error := self.clusters.unreachable(home):
+            reasons.append(f"cluster {home} (home): {error}")
         return not reasons, reasons
+
+    def degraded(self) -> list[str]:
+        """The clusters other than the home one that cannot be used now, with why."""
+        home = self.settings.home_cluster
+        return [line for line in self.clusters.degraded() if not line.startswith(f"cluster {home}: ")]
 
     def environment_statuses(self) -> list[dict[str, Any]]:
         """Status of every environment."""

@@ -4,6 +4,7 @@ a finished sync, of drift, and of the environments a fetch moved without a sync.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
@@ -36,8 +37,10 @@ class Reporter:
         queue: WorkQueue,
         leading: asyncio.Event,
         tasks: Tasks,
+        unreachable: Callable[[str], str],
     ) -> None:
         self.settings = settings
+        self.unreachable = unreachable  # why a cluster cannot be used now ("" when it answers)
         self.environments = environments
         self.environment_objects = environment_objects  # by cluster, filled at startup
         self.events = events
@@ -79,7 +82,9 @@ class Reporter:
         refused write is retried with backoff (``status:<name>``) until it lands."""
         state = self.environments[name]
         objects = self.environment_objects.get(state.config.cluster)
-        if objects is None:
+        if objects is None or self.unreachable(state.config.cluster):
+            # written once it answers again (its syncs run then); Events about it would fail as well
+            self.queue.add(STATUS + name)
             return
         if not await self.write_status(name):
             self.queue.add(STATUS + name)
@@ -104,8 +109,9 @@ class Reporter:
     async def retry_status(self, name: str) -> None:
         """The work item ``status:<name>``: write again, raise (for the queue's backoff) if refused."""
         if not await self.write_status(name):
-            objects = self.environment_objects[self.environments[name].config.cluster]
-            raise RuntimeError(f"the Environment object {name} was not written: {objects.failing(name)}")
+            objects = self.environment_objects.get(self.environments[name].config.cluster)
+            why = objects.failing(name) if objects is not None else "its cluster is not connected"
+            raise RuntimeError(f"the Environment object {name} was not written: {why}")
 
     def report_later(self, names: list[str]) -> None:
         """Report these environments in a background task (at most 16 writes at a time)."""

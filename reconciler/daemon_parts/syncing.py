@@ -17,7 +17,7 @@ from reconciler.envstatus import next_conditions, now_rfc3339
 from reconciler.plan.prune import PruneOptions
 from reconciler.promotion.controller import PromotionController
 from reconciler.settings import EnvironmentConfig, Settings
-from reconciler.sync import Engine, SyncOptions, SyncResult
+from reconciler.sync import Condition, Engine, Reason, SyncOptions, SyncResult
 from reconciler.tenancy import AccessPolicy
 from reconciler.workqueue import WorkQueue
 
@@ -42,6 +42,7 @@ class Syncer:
         leading: asyncio.Event,
         reporter: Reporter,
         promotions: Callable[[], PromotionController | None],
+        unreachable: Callable[[str], str],
     ) -> None:
         self.settings = settings
         self.kustomize = kustomize
@@ -52,6 +53,7 @@ class Syncer:
         self.leading = leading
         self.reporter = reporter
         self.promotions = promotions
+        self.unreachable = unreachable  # why a cluster cannot be used now ("" when it answers)
 
     async def sync(self, name: str) -> None:
         """Sync ``name`` at the fetched revision, record and report the result, queue what follows."""
@@ -106,9 +108,17 @@ class Syncer:
     ) -> tuple[SyncResult, float]:
         """The engine's sync of ``state``'s directory in ``snapshot``; the result and its seconds."""
         env = state.config
-        engine = self.engines[engine_key(env)]
+        engine = self.engines.get(engine_key(env))
         options = self._options(env, revision)
         with structlog.contextvars.bound_contextvars(**context):
+            down = self.unreachable(env.cluster) or ("not connected" if engine is None else "")
+            if down or engine is None:
+                # a cluster the probe found down is not called at all: no worker of its lane waits on
+                # it; its probe queues the sync again as soon as it answers
+                result = SyncResult(env.name, revision)
+                result.end(Condition.STALLED, Reason.CLUSTER_UNREACHABLE, f"cluster {env.cluster}: {down}")
+                log.warning("sync skipped: cluster unreachable", cluster=env.cluster, error=down)
+                return result, 0.0
             log.info("sync started")
             started = time.monotonic()
             state.syncing_key = state.latest_key or "?"

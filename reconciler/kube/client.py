@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
 from reconciler import __version__, retry
+from reconciler.kube import kubeconfig
 from reconciler.kube.errors import (
     AlreadyExistsError,
     KubeError,
@@ -88,6 +90,10 @@ def _without_environment_lookups(api: k8s_client.ApiClient) -> None:
         session._trust_env = False
 
 
+def _ignore(_verb: str, _status: int, _seconds: float) -> None:
+    """The default request observer: nothing."""
+
+
 def _split_api_version(api_version: str) -> tuple[str, str]:
     if "/" in api_version:
         group, version = api_version.rsplit("/", 1)
@@ -116,6 +122,8 @@ class KubeClient:
         self.request_timeout = request_timeout
         self.retries = retries
         self.requests: Counter[tuple[str, int]] = Counter()
+        # called with (verb, HTTP status or 0, seconds) after every short request (metrics per cluster)
+        self.observe: Callable[[str, int, float], None] = _ignore
         self.impersonate = ""  # the user every request is made as ("" = our own identity)
         self._owns_api = True
         self._discovery: dict[tuple[str, str], dict[str, ResourceInfo]] = {}
@@ -123,16 +131,27 @@ class KubeClient:
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
-    async def from_kubeconfig(cls, path: Path | str | None = None, context: str | None = None) -> KubeClient:
+    async def from_kubeconfig(
+        cls, path: Path | str | None = None, context: str | None = None, *, request_timeout: float = 30.0
+    ) -> KubeClient:
         """A client for a kubeconfig file (default: $KUBECONFIG or ~/.kube/config) and context."""
         configuration = k8s_client.Configuration()
         await k8s_config.load_kube_config(
             config_file=str(path) if path else None, context=context, client_configuration=configuration
         )
-        return cls(k8s_client.ApiClient(configuration=configuration))
+        return cls(k8s_client.ApiClient(configuration=configuration), request_timeout=request_timeout)
 
     @classmethod
-    def in_cluster(cls) -> KubeClient:
+    async def from_kubeconfig_data(
+        cls, data: bytes, context: str | None, temp_dir: Path, *, request_timeout: float = 30.0
+    ) -> KubeClient:
+        """A client for a kubeconfig held in memory (a Secret's): inline credentials only, no
+        credential plugins (``reconciler.kube.kubeconfig``); ``KubeconfigError`` otherwise."""
+        configuration = await kubeconfig.configuration(data, context, temp_dir)
+        return cls(k8s_client.ApiClient(configuration=configuration), request_timeout=request_timeout)
+
+    @classmethod
+    def in_cluster(cls, *, request_timeout: float = 30.0) -> KubeClient:
         """A client using the pod's service account: token and CA files (in
         ``/var/run/secrets/kubernetes.io/serviceaccount``, or ``$RECONCILER_SERVICEACCOUNT_DIR``) and
         ``KUBERNETES_SERVICE_HOST``/``KUBERNETES_SERVICE_PORT``. The token file is re-read as kubelet
@@ -145,7 +164,7 @@ class KubeClient:
             environ=os.environ,
         )
         loader.load_and_set(configuration)
-        return cls(k8s_client.ApiClient(configuration=configuration))
+        return cls(k8s_client.ApiClient(configuration=configuration), request_timeout=request_timeout)
 
     def impersonating(self, user: str) -> KubeClient:
         """A client making every request as ``user`` (``Impersonate-User``), such as
@@ -211,10 +230,13 @@ class KubeClient:
         content_type: str = JSON,
         subject: str = "",
         timeout: float | None = None,
+        attempts: int | None = None,
     ) -> Body:
         """One request returning the decoded JSON body; failures raise ``KubeError`` subclasses.
-        Transient failures of idempotent requests are retried (``reconciler.retry.requests``)."""
-        async for attempt in retry.requests(1 if method == "POST" else self.retries):
+        Transient failures of idempotent requests are retried (``reconciler.retry.requests``; at most
+        ``attempts`` tries when given, such as 1 for a probe)."""
+        tries = attempts if attempts is not None else (1 if method == "POST" else self.retries)
+        async for attempt in retry.requests(tries):
             with attempt:
                 return await self._request_once(method, path, query, body, content_type, subject, timeout)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -229,6 +251,7 @@ class KubeClient:
         subject: str,
         timeout: float | None,
     ) -> Body:
+        started = time.monotonic()
         try:
             async with self._in_flight:
                 response = await self._send(method, path, query, body, content_type, timeout)
@@ -238,10 +261,12 @@ class KubeClient:
                     response.release()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self.requests[(method, 0)] += 1
+            self.observe(method, 0, time.monotonic() - started)
             raise TransientError(
                 subject or path, f"API server unreachable: {type(exc).__name__}: {exc}"
             ) from None
         self.requests[(method, response.status)] += 1
+        self.observe(method, response.status, time.monotonic() - started)
         if 200 <= response.status < 300:
             decoded = json.loads(data) if data else {}
             return decoded if isinstance(decoded, dict) else {"items": decoded}

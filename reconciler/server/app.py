@@ -45,6 +45,9 @@ class Controller(Protocol):
     def readiness(self) -> tuple[bool, list[str]]:
         """Ready or not, with the reasons it is not."""
 
+    def degraded(self) -> list[str]:
+        """What does not work but leaves the daemon ready (a cluster other than the home one down)."""
+
     def liveness(self) -> list[str]:
         """The daemon's internal loops that died (empty while it is alive)."""
 
@@ -302,9 +305,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: configuration loaded, Git fetched once and fresh, clusters reachable."""
-    ready, reasons = request.app[STATE].controller.readiness()
-    return web.json_response({"ready": ready, "reasons": reasons}, status=200 if ready else 503)
+    """Readiness: configuration loaded, Git fetched once and fresh, the home cluster reachable. Other
+    clusters that do not answer are listed as ``degraded`` but leave it ready: the replica must keep
+    receiving webhooks for the clusters that work."""
+    controller = request.app[STATE].controller
+    ready, reasons = controller.readiness()
+    body = {"ready": ready, "reasons": reasons, "degraded": controller.degraded()}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def environments(request: web.Request) -> web.Response:

@@ -60,10 +60,12 @@ class LivenessFailure(Body):
 
 
 class Readiness(Body):
-    """Ready, or the reasons it is not (Git not fetched or stale, a cluster unreachable)."""
+    """Ready, or the reasons it is not (Git not fetched or stale, the home cluster unreachable); and what
+    is degraded without making the replica unready (another cluster unreachable)."""
 
     ready: bool
     reasons: list[str]
+    degraded: list[str] = []
 
 
 class WebhookResult(Body):

@@ -86,6 +86,9 @@ class Hooks:
     def readiness(self) -> tuple[bool, list[str]]:
         return True, []
 
+    def degraded(self) -> list[str]:
+        return []
+
     def liveness(self) -> list[str]:
         return []
 

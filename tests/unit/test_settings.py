@@ -60,7 +60,7 @@ def test_a_valid_configuration_loads_with_defaults(base: Path) -> None:
             {"environments": [{"name": "s", "path": "x", "prune": "yes"}]},
             "environments[0].prune: expected true or false",
         ),
-        ({"clusters": [{"name": "local"}]}, "clusters[0]: set in_cluster: true or a kubeconfig"),
+        ({"clusters": [{"name": "local"}]}, "clusters[0]: set exactly one of in_cluster: true, kubeconfig or kubeconfig_secret"),
         (
             {"repository": {"url": "u", "poll_interval": "soon"}},
             "repository.poll_interval: expected a number",

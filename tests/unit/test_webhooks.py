@@ -94,6 +94,9 @@ class _Controller:
     def readiness(self) -> tuple[bool, list[str]]:
         return True, []
 
+    def degraded(self) -> list[str]:
+        return []
+
     def liveness(self) -> list[str]:
         return []
 

@@ -146,3 +146,37 @@ async def test_cancel_stops_the_running_handlers_of_a_prefix_without_retrying_th
     assert started == ["env:a", "env:a"]
     assert "env:a" not in queue.backoff.failures
     await queue.close()
+
+
+async def test_a_lane_whose_work_hangs_never_holds_another_lanes_workers() -> None:
+    """Keys of a lane that hangs (a cluster that does not answer) fill only that lane's workers (its
+    limit, not the default): every key of the other lanes still runs at once."""
+    hung = asyncio.Event()
+    running_a: set[str] = set()
+    done: list[str] = []
+
+    async def handler(key: str) -> None:
+        if key.startswith("env:a-"):
+            running_a.add(key)
+            await hung.wait()
+        done.append(key)
+
+    queue = WorkQueue(
+        handler,
+        workers=1,
+        lane_of=lambda key: key.split(":", 1)[1].split("-", 1)[0] if key.startswith("env:") else "",
+        lane_workers=lambda lane: 2,
+    )
+    queue.start()
+    for index in range(5):
+        queue.add(f"env:a-{index}")
+    await eventually(lambda: _async(len(running_a) == 2), what="lane a's two workers busy")
+    for index in range(5):
+        queue.add(f"env:b-{index}")
+    queue.add("fetch")
+    expected = {f"env:b-{index}" for index in range(5)} | {"fetch"}
+    await eventually(lambda: _async(expected <= set(done)), what="lane b and the default lane done")
+    assert len(running_a) == 2  # lane a never took more than its limit
+    hung.set()
+    await eventually(lambda: _async(len(done) == 11), what="lane a drained once it answers")
+    await queue.close()
