@@ -60,7 +60,10 @@ def test_a_valid_configuration_loads_with_defaults(base: Path) -> None:
             {"environments": [{"name": "s", "path": "x", "prune": "yes"}]},
             "environments[0].prune: expected true or false",
         ),
-        ({"clusters": [{"name": "local"}]}, "clusters[0]: set exactly one of in_cluster: true, kubeconfig or kubeconfig_secret"),
+        (
+            {"clusters": [{"name": "local"}]},
+            "clusters[0]: set exactly one of in_cluster: true, kubeconfig or kubeconfig_secret",
+        ),
         (
             {"repository": {"url": "u", "poll_interval": "soon"}},
             "repository.poll_interval: expected a number",
@@ -171,3 +174,84 @@ def test_depends_on_names_other_environments_of_the_same_cluster_without_cycles(
     for raw, message in cases:
         with pytest.raises(ConfigError, match=message):
             parse(raw, base, environ={})
+
+
+def test_clusters_take_a_kubeconfig_secret_probe_interval_timeout_and_concurrency(base: Path) -> None:
+    """A second cluster reached through a kubeconfig Secret of the home cluster, with its own probe
+    interval, request timeout and concurrent syncs; the home cluster is the first one by default."""
+    raw = config(
+        clusters=[
+            {"name": "home", "kubeconfig": "kubeconfig"},
+            {
+                "name": "prod-eu",
+                "kubeconfig_secret": {"namespace": "reconciler-system", "name": "prod-eu"},
+                "probe_interval": "2s",
+                "request_timeout": "10s",
+                "max_concurrent_syncs": 2,
+            },
+        ],
+        environments=[{"name": "production", "path": "production", "cluster": "prod-eu"}],
+    )
+    settings = parse(raw, base, environ={})
+    assert settings.home_cluster == "home"
+    remote = settings.cluster("prod-eu")
+    assert remote.kubeconfig_secret is not None
+    assert (remote.kubeconfig_secret.namespace, remote.kubeconfig_secret.key) == (
+        "reconciler-system",
+        "kubeconfig",
+    )
+    assert (remote.probe_interval, remote.request_timeout, remote.max_concurrent_syncs) == (2.0, 10.0, 2)
+    assert settings.cluster("home").max_concurrent_syncs == 0  # the daemon's ``workers``
+
+
+@pytest.mark.parametrize(
+    ("clusters", "leader_cluster", "message"),
+    [
+        (
+            [
+                {"name": "a", "kubeconfig_secret": {"namespace": "ns", "name": "a"}},
+                {"name": "b", "kubeconfig": "kubeconfig"},
+            ],
+            None,
+            "clusters[0].kubeconfig_secret: 'a' is the home cluster",
+        ),
+        (
+            [
+                {"name": "a", "kubeconfig": "kubeconfig"},
+                {"name": "b", "kubeconfig_secret": {"namespace": "ns", "name": "b"}},
+            ],
+            "b",
+            "clusters[1].kubeconfig_secret: 'b' is the home cluster",
+        ),
+        (
+            [
+                {
+                    "name": "a",
+                    "kubeconfig": "kubeconfig",
+                    "kubeconfig_secret": {"namespace": "ns", "name": "a"},
+                }
+            ],
+            None,
+            "clusters[0]: set exactly one of",
+        ),
+        (
+            [{"name": "a", "kubeconfig": "kubeconfig", "probe_interval": "0s"}],
+            None,
+            "clusters[0].probe_interval",
+        ),
+        (
+            [{"name": "a", "kubeconfig": "kubeconfig", "max_concurrent_syncs": 0}],
+            None,
+            "clusters[0].max_concurrent_syncs",
+        ),
+    ],
+)
+def test_cluster_connection_errors_name_the_field(
+    base: Path, clusters: list[dict[str, Any]], leader_cluster: str | None, message: str
+) -> None:
+    raw = config(clusters=clusters, environments=[{"name": "staging", "path": "staging", "cluster": "a"}])
+    if leader_cluster:
+        raw["leader_election"] = {"cluster": leader_cluster}
+    with pytest.raises(ConfigError) as error:
+        parse(raw, base, environ={})
+    assert message in str(error.value)
