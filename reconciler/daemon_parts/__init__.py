@@ -6,5 +6,7 @@
 - ``fetching``: the Git fetch, the verified-commit gate, render-input keys, commits webhooks announced;
 - ``syncing``: one environment's sync step (dependencies, options, what it leaves in the state);
 - ``intake``: the HTTP server's side (push webhooks, readiness, statuses) and followers' nudges;
-- ``wiring``: startup and the periodic loops (clusters, engines, server, poll, resync, cluster probes).
+- ``clusters``: a connection per cluster (client, watch cache, engines, Environment objects), kubeconfigs
+  held in Secrets, and a probe per cluster telling when one stops or starts answering;
+- ``wiring``: the HTTP server and the periodic loops (Git poll, resync).
 """

@@ -1,6 +1,5 @@
-"""Startup wiring and the daemon's periodic loops: clients, watch caches and engines per cluster (and
-per tenant service account), the Environment objects, reconciler's CRDs, the HTTP server, the Git poll,
-the periodic resync and the cluster probe."""
+"""The daemon's HTTP server and periodic loops: the Git poll and the periodic resync (the clusters'
+connections and probes are ``clusters``)."""
 
 from __future__ import annotations
 

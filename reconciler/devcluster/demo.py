@@ -1,5 +1,7 @@
-"""The demo (the README's main job): a local cluster, a Git server with this repository's
-``environments/``, a post-receive hook that sends signed webhooks, and the daemon syncing every overlay.
+"""The demo (the README's main job): two local clusters (``staging`` and ``production``, the daemon's
+home), a Git server with this repository's ``environments/``, a post-receive hook that sends signed
+webhooks, and the daemon syncing every staging overlay to the staging cluster and every other one to
+the production cluster (the add-on CRDs to both); promotions cross from one cluster to the other.
 
     python -m reconciler.devcluster.demo [--once] [--environments DIR]
 
@@ -8,7 +10,7 @@ loopback, a work clone to edit and push from, the webhook secret, the daemon's c
 The demo prints each environment's status as it changes. Without ``--once`` it keeps running until
 Ctrl-C (push changes from another terminal and watch them land); with ``--once`` it exits 0 as soon as
 every environment is Ready and Healthy (1 if that takes longer than the timeout). Either way it stops
-the daemon and the Git server; the cluster stays up for inspection.
+the daemon and the Git server; the clusters stay up for inspection.
 """
 
 from __future__ import annotations
@@ -68,10 +70,19 @@ CLUSTER_SCOPED = {"cluster-addons": ["CustomResourceDefinition"], "detection": [
 DEMO_ADMIN = {"kind": "User", "name": "reconciler-dev-admin", "apiGroup": "rbac.authorization.k8s.io"}
 
 
+STAGING, PRODUCTION = "staging", "production"  # the demo's clusters (the daemon's home: production)
+
+
+def cluster_of(overlay: str) -> str:
+    """Staging overlays go to the staging cluster, everything else to production."""
+    return STAGING if overlay == "staging" else PRODUCTION
+
+
 def discover(environments: Path) -> list[dict[str, Any]]:
-    """Every ``<system>/<overlay>`` directory with a kustomization, as daemon environments with their
-    access policy (``TENANTS`` as their own ServiceAccounts); when the add-on CRDs are among them, every
-    other environment depends on them."""
+    """Every ``<system>/<overlay>`` directory with a kustomization, as daemon environments on their
+    cluster (``cluster_of``) with their access policy (``TENANTS`` as their own ServiceAccounts); when
+    the add-on CRDs are among them, they are synced to both clusters and every other environment
+    depends on those of its own cluster."""
     found: list[dict[str, Any]] = []
     for system in sorted(p for p in environments.iterdir() if p.is_dir()):
         for overlay in sorted(p for p in system.iterdir() if p.is_dir() and p.name != "base"):
@@ -80,6 +91,7 @@ def discover(environments: Path) -> list[dict[str, Any]]:
                 env: dict[str, Any] = {
                     "name": name,
                     "path": f"environments/{system.name}/{overlay.name}",
+                    "cluster": cluster_of(overlay.name),
                     "health_timeout": 120,
                 }
                 if system.name in TENANTS:  # the overlay's namespace is named like the environment
@@ -88,10 +100,13 @@ def discover(environments: Path) -> list[dict[str, Any]]:
                 if system.name in CLUSTER_SCOPED:
                     env["cluster_scoped"] = CLUSTER_SCOPED[system.name]
                 found.append(env)
-    if any(env["name"] == ADDONS for env in found):
+    addons = next((env for env in found if env["name"] == ADDONS), None)
+    if addons is not None:
+        addons["cluster"] = PRODUCTION
+        found.append({**addons, "name": f"{ADDONS}-{STAGING}", "cluster": STAGING})
         for env in found:
-            if env["name"] != ADDONS:
-                env["depends_on"] = [ADDONS]
+            if not env["name"].startswith(ADDONS):
+                env["depends_on"] = [ADDONS if env["cluster"] == PRODUCTION else f"{ADDONS}-{STAGING}"]
     return found
 
 
@@ -130,7 +145,8 @@ def demo_promotions(root: Path, environments: list[dict[str, Any]]) -> dict[str,
 def status_line(env: dict[str, Any]) -> str:
     revision = (env.get("revision") or "")[:12] or "-"
     return (
-        f"  {env['name']:<28} {revision:<13} {env.get('sync', '?'):<10} {env.get('health', '?'):<12} "
+        f"  {env['name']:<28} {env.get('cluster', '-'):<11} {revision:<13} {env.get('sync', '?'):<10} "
+        f"{env.get('health', '?'):<12} "
         f"{env.get('condition', '?')}: {env.get('message') or env.get('reason') or ''}"
     )[:160]
 
@@ -155,7 +171,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--environments", type=Path, default=Path(__file__).resolve().parents[2] / "environments"
     )
-    parser.add_argument("--name", default="demo", help="name of the local cluster")
+    parser.add_argument(
+        "--name", default="demo", help="name of the production cluster (staging: NAME-staging)"
+    )
     return parser.parse_args()
 
 
@@ -197,11 +215,16 @@ def _serve_repository(root: Path, bare: Path, work: Path) -> _Served:
     return _Served(git_server, url, secret_file, daemon_port)
 
 
-def _apply_tenants(root: Path, kubectl: Path, kubeconfig: Path, environments: list[dict[str, Any]]) -> None:
-    """The tenants' namespaces and service accounts, applied with kubectl."""
-    tenant_namespaces = [ns for env in environments for ns in env.get("namespaces", [])]
-    say(f"creating the tenants' namespaces and service accounts ({', '.join(tenant_namespaces)}) ...")
-    platform = root / "tenants.yaml"
+def _apply_tenants(
+    root: Path, kubectl: Path, kubeconfig: Path, cluster: str, environments: list[dict[str, Any]]
+) -> None:
+    """The namespaces and service accounts of the tenants on ``cluster``, applied with kubectl."""
+    tenant_namespaces = [
+        ns for env in environments if env["cluster"] == cluster for ns in env.get("namespaces", [])
+    ]
+    listed = ", ".join(tenant_namespaces)
+    say(f"creating the tenants' namespaces and service accounts on {cluster} ({listed}) ...")
+    platform = root / f"tenants-{cluster}.yaml"
     platform.write_text(
         yaml.safe_dump_all(tenants.platform_objects(tenant_namespaces, DEMO_ADMIN), sort_keys=False)
     )
@@ -229,14 +252,17 @@ def _start_daemon(root: Path, config: dict[str, Any]) -> tuple[subprocess.Popen[
     return daemon, log_path
 
 
-def _say_what_to_try(root: Path, work: Path, daemon_port: int, kubeconfig: Path, kubectl: Path) -> None:
+def _say_what_to_try(
+    root: Path, work: Path, daemon_port: int, kubeconfigs: dict[str, Path], kubectl: Path
+) -> None:
     say("")
     say("While it runs, from another terminal:")
     say(f"  cd {work}")
     say("  $EDITOR environments/tams/staging/kustomization.yaml   # e.g. change newTag")
     say("  git commit -am 'bump staging' && git push             # the hook sends a signed webhook")
     say(f"  curl -s http://127.0.0.1:{daemon_port}/api/v1/environments")
-    say(f"  KUBECONFIG={kubeconfig} {kubectl} get deploy -A")
+    for cluster, kubeconfig in kubeconfigs.items():
+        say(f"  KUBECONFIG={kubeconfig} {kubectl} get deploy -A    # the {cluster} cluster")
     say("")
     say("Promote staging to production (alice requests; bob and carol approve, each with their own SSH key):")
     cli = f"{Path(sys.executable).parent / 'reconciler'}"
@@ -286,20 +312,24 @@ def _watch(
 def main() -> int:
     args = _arguments()
     tools = ensure_toolchain(say)
-    cluster = Cluster(args.name)
-    kubeconfig = cluster.up(say, toolchain=tools)
-    provisioner = VolumeProvisioner(cluster)  # the local cluster has no volume provisioner of its own
-    provisioner.start()
+    clusters = {PRODUCTION: Cluster(args.name), STAGING: Cluster(f"{args.name}-{STAGING}")}
+    kubeconfigs = {name: cluster.up(say, toolchain=tools) for name, cluster in clusters.items()}
+    # the local clusters have no volume provisioner of their own
+    provisioners = [VolumeProvisioner(cluster) for cluster in clusters.values()]
+    for provisioner in provisioners:
+        provisioner.start()
     root = cache_root() / ("demo" if args.name == "demo" else f"demo-{args.name}")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     bare, work = _create_repository(root, args.environments)
     served = _serve_repository(root, bare, work)
     environments = discover(args.environments)
-    _apply_tenants(root, tools.kubectl, kubeconfig, environments)
+    for name, kubeconfig in kubeconfigs.items():
+        _apply_tenants(root, tools.kubectl, kubeconfig, name, environments)
     config = {
         "repository": {"url": served.url, "branch": "main", "poll_interval": "60s"},
-        "clusters": [{"name": "demo", "kubeconfig": str(kubeconfig)}],
+        # production first: the daemon's home (its Lease and promotions)
+        "clusters": [{"name": name, "kubeconfig": str(path)} for name, path in kubeconfigs.items()],
         "environments": environments,
         "webhooks": {"github": {"secret_file": str(served.secret_file)}},
         "leader_election": {"enabled": True, "identity": "demo"},  # a restarted demo leads again at once
@@ -309,18 +339,20 @@ def main() -> int:
         "promotions": demo_promotions(root, environments),
     }
     daemon, log_path = _start_daemon(root, config)
-    _say_what_to_try(root, work, served.daemon_port, kubeconfig, tools.kubectl)
+    _say_what_to_try(root, work, served.daemon_port, kubeconfigs, tools.kubectl)
     try:
         return _watch(daemon, served.daemon_port, args, log_path)
     finally:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(20)
-        provisioner.stop()
+        for provisioner in provisioners:
+            provisioner.stop()
         served.process.terminate()
         served.process.wait(10)
-        say("daemon and Git server stopped; the cluster stays up for inspection:")
-        say(f"  reconciler dev-cluster down --name {args.name}")
+        say("daemon and Git server stopped; the clusters stay up for inspection:")
+        for cluster in clusters.values():
+            say(f"  reconciler dev-cluster down --name {cluster.name}")
 
 
 if __name__ == "__main__":
