@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -91,9 +92,10 @@ class Manifest:
     body: Body
     source: str = ""
 
-    @property
+    @functools.cached_property
     def key(self) -> ObjectKey:
-        """The object's identity."""
+        """The object's identity (computed once: hot in planning, pairing and health at thousands of
+        objects; bodies are not renamed in place, a changed body is a new ``Manifest``)."""
         return ObjectKey.of(self.body)
 
     @property
