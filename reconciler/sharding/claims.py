@@ -494,12 +494,12 @@ class Claims:
             if due:
                 await asyncio.gather(*(self._renew(claim) for claim in due))
                 self._forget_lost()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_wake())
+            await leases.wait_or_timeout(self._wake, self._next_wake())
 
     async def _renew(self, claim: Claim) -> None:
         try:
-            await asyncio.wait_for(claim.renew(), max(0.05, claim.remaining))
+            async with asyncio.timeout(max(0.05, claim.remaining)):  # never past the deadline
+                await claim.renew()
         except (KubeError, TimeoutError) as exc:
             log.warning("claim renewal failed", environment=claim.environment, error=str(exc) or "timeout")
 

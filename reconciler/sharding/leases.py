@@ -10,6 +10,8 @@ eyes, never shorter, which is the safe direction.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import math
@@ -162,6 +164,15 @@ def sight(previous: Sighting | None, lease: Body, now: float, default_duration: 
     ):
         return previous
     return Sighting(holder, instance, renew_time, version, duration, now)
+
+
+async def wait_or_timeout(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` have passed. ``asyncio.timeout``, not ``wait_for``:
+    Python 3.11's ``wait_for`` can swallow a cancellation that arrives as the event is set, and a loop
+    using it then never stops (seen here: a cancelled TaskGroup waiting for ever)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 async def follow(

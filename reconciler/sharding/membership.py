@@ -161,7 +161,8 @@ class Membership:
                 return False
             started = self._clock()
             try:
-                lease = await asyncio.wait_for(self._write(), self.config.renew_deadline)
+                async with asyncio.timeout(self.config.renew_deadline):
+                    lease = await self._write()
             except (KubeError, TimeoutError) as exc:
                 log.warning(
                     "member lease renewal failed", identity=self.identity, error=str(exc) or "timeout"
@@ -293,8 +294,7 @@ class Membership:
         while True:
             self._wake.clear()
             self._report()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_expiry())
+            await leases.wait_or_timeout(self._wake, self._next_expiry())
 
     def _report(self) -> None:
         if self._listed and self.joined:
