@@ -2,9 +2,9 @@
 
 The package owns the three pieces every replica needs to share the work without a coordinator:
 
-* ``assignment``: which member owns which environment, by rendezvous (highest-random-weight) hashing:
-  pure, deterministic on every replica, and moving only about 1/N of the environments when a member
-  joins or leaves;
+* ``assignment``: which member owns which environment, by rendezvous (highest-random-weight) hashing
+  with bounded loads: pure, deterministic on every replica, balanced, and moving about 1/N of the
+  environments when a member joins or leaves;
 * ``membership``: who the members are; every replica holds and renews a Lease of its own, and watches
   the others' (expiry judged by this replica's own clock, as client-go's leader election does);
 * ``claims``: fencing; before it writes to an environment's cluster the owner holds a per-environment
@@ -18,7 +18,15 @@ replicas that briefly disagree about the members (one saw a join the other has n
 believe they own an environment, but never both hold its claim. docs/scaling.md describes the design.
 """
 
-from reconciler.sharding.assignment import assign, dependency_groups, moved, owner, weight
+from reconciler.sharding.assignment import (
+    DEFAULT_LOAD_FACTOR,
+    assign,
+    dependency_groups,
+    moved,
+    owner,
+    ranking,
+    weight,
+)
 from reconciler.sharding.claims import (
     Claim,
     ClaimLost,
@@ -30,6 +38,7 @@ from reconciler.sharding.claims import (
 from reconciler.sharding.membership import Membership, MembershipConfig
 
 __all__ = [
+    "DEFAULT_LOAD_FACTOR",
     "Claim",
     "ClaimLost",
     "ClaimUnavailable",
@@ -42,5 +51,6 @@ __all__ = [
     "dependency_groups",
     "moved",
     "owner",
+    "ranking",
     "weight",
 ]
