@@ -91,7 +91,7 @@ async def test_two_members_see_each_other_and_a_release_at_once(kube: KubeClient
         both = ("Replica_A.example", "replica-b")
         await eventually(becomes(lambda: first.members() == both and second.members() == both), timeout=15)
         assert first.ready.is_set()
-        assert seen[-1] == both
+        await eventually(becomes(lambda: seen[-1:] == [both]), timeout=2, what="on_change")
         lease = await kube.request("GET", lease_path(namespace, first.config.lease_name))
         assert lease["spec"]["holderIdentity"] == "Replica_A.example"
         assert lease["metadata"]["labels"]["reconciler.dev/member"] == "true"
@@ -100,7 +100,7 @@ async def test_two_members_see_each_other_and_a_release_at_once(kube: KubeClient
         released = time.monotonic()
         await eventually(becomes(lambda: first.members() == ("Replica_A.example",)), timeout=5, interval=0.02)
         assert time.monotonic() - released < 1.0, "a release is seen through the watch, not by expiry"
-        assert seen[-1] == ("Replica_A.example",)
+        await eventually(becomes(lambda: seen[-1:] == [("Replica_A.example",)]), timeout=2, what="on_change")
         assert second.members() == ("Replica_A.example",)  # the released replica no longer counts itself
 
 
@@ -259,6 +259,17 @@ async def test_a_new_term_does_not_revive_an_old_fence(kube: KubeClient, namespa
     with pytest.raises(ClaimLost, match="new term"):
         old.ensure()
     await replica.release("shop")
+
+
+async def test_hold_releases_at_the_end_of_the_block(kube: KubeClient, namespace: str) -> None:
+    replica = claims(kube, namespace, "replica-a")
+    async with replica.hold("shop") as fence:
+        fence.ensure()
+        assert replica.held() == ["shop"]
+    assert not fence.held
+    assert replica.held() == []
+    lease = await kube.request("GET", lease_path(namespace, "reconciler-env-shop"))
+    assert lease["spec"]["holderIdentity"] == ""
 
 
 async def test_long_environment_names_get_hashed_lease_names(kube: KubeClient, namespace: str) -> None:
