@@ -49,6 +49,7 @@ SECTIONS = (
     "environments",
     "webhooks",
     "leader_election",
+    "sharding",
     "promotions",
     "listen",
     "log_level",
@@ -329,6 +330,25 @@ class LeaderElectionModel(StrictModel):
         return self._timings
 
 
+class ShardingModel(StrictModel):
+    """``sharding``: every replica works, environments spread over the live replicas (member Leases)
+    and each written only under its claim (a per-environment Lease); replaces leader election."""
+
+    enabled: bool = False
+    group: DnsName = "default"
+    lease_duration: Duration = Field(default=10.0, ge=2.0)
+    renew_interval: Duration = Field(default=2.0, ge=0.1)
+    safety_margin: Duration = Field(default=2.0, ge=0.1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ShardingModel:
+        if not self.safety_margin < self.lease_duration / 2:
+            raise FieldError(("safety_margin", "must be less than half of lease_duration"))
+        if not self.renew_interval < (self.lease_duration - self.safety_margin) / 2:
+            raise FieldError(("renew_interval", "must be less than half of lease_duration - safety_margin"))
+        return self
+
+
 class SettingsModel(StrictModel):
     """The whole configuration file."""
 
@@ -337,6 +357,7 @@ class SettingsModel(StrictModel):
     environments: Items[EnvironmentModel] = Field(default_factory=list)
     webhooks: Annotated[WebhooksModel, Section]
     leader_election: Annotated[LeaderElectionModel, Section] = Field(default_factory=LeaderElectionModel)
+    sharding: Annotated[ShardingModel, Section] = Field(default_factory=ShardingModel)
     listen: Annotated[str, AfterValidator(_listen)] = Field(default="127.0.0.1:8080", description="HOST:PORT")
     cache_dir: str = Field(default="/tmp/reconciler", description="a directory path")  # noqa: S108
     log_level: Annotated[str, AfterValidator(_log_level)] = Field(

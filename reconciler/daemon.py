@@ -45,6 +45,7 @@ from reconciler.daemon_parts.environment import EnvironmentState, render_options
 from reconciler.daemon_parts.fetching import FETCH, Fetcher, Wanted
 from reconciler.daemon_parts.intake import Intake
 from reconciler.daemon_parts.reporting import STATUS, Reporter
+from reconciler.daemon_parts.shard import Shard
 from reconciler.daemon_parts.syncing import Syncer
 from reconciler.daemon_parts.tasks import Tasks, dump_tasks
 from reconciler.events import EventRecorder
@@ -59,6 +60,7 @@ from reconciler.render import Renderer
 from reconciler.server.app import STATE, build_app
 from reconciler.server.webhooks import Push
 from reconciler.settings import Settings
+from reconciler.sharding.announce import Announcements
 from reconciler.source import GitSource
 from reconciler.source.gate import CommitGate
 from reconciler.workqueue import Backoff, WorkQueue
@@ -108,6 +110,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self.app = build_app(self, settings.webhooks, self.metrics.registry, self.metrics.webhook_requests)
         self.promotions: PromotionController | None = None
+        self.shard: Shard | None = None  # with sharding.enabled (set at start)
         promotion_api.add_routes(self.app, lambda: self.promotions)
 
     def _wire_parts(self) -> None:
@@ -232,9 +235,9 @@ class Daemon:
         """The internal loops that died (``/healthz`` fails while this is not empty)."""
         return list(self.tasks.dead)
 
-    def environment_statuses(self) -> list[dict[str, Any]]:
-        """Status of every environment."""
-        return self.intake.environment_statuses()
+    async def environment_statuses(self) -> list[dict[str, Any]]:
+        """Status of every environment (with sharding, those of other replicas from their objects)."""
+        return await self.intake.environment_statuses()
 
     # -- Host protocol (for promotions) ---------------------------------------------------------------
     def environment_view(self, name: str) -> EnvView | None:
@@ -295,7 +298,9 @@ class Daemon:
             if cluster.kubeconfig_secret is not None:
                 self.tasks.spawn(self.clusters.follow_secret(cluster), f"kubeconfig-secret-{cluster.name}")
             self.tasks.spawn(self.clusters.probe(cluster), f"probe-cluster-{cluster.name}")
-        if self.settings.leader_election.enabled:
+        if self.settings.sharding.enabled:
+            self._start_shard()
+        elif self.settings.leader_election.enabled:
             client = self.clients[self.settings.home_cluster]
             self.elector = LeaderElector(
                 client,
@@ -307,10 +312,42 @@ class Daemon:
         else:
             self._leadership_changed(True)
         self._start_promotions()
+        if self.shard is not None and self.promotions is not None:
+            self.promotions.owns = self.shard.owns
         self.tasks.spawn(wiring.poll(self.settings, self.queue), "git-poll")
         self.tasks.spawn(wiring.resync(self.settings, self.environments, self.queue, self.leading), "resync")
         # followers fetch too (for readiness and status), but never sync
         self.queue.add(FETCH)
+
+    def _start_shard(self) -> None:
+        """Sharding: every replica works, on the environments assigned to it (``daemon_parts.shard``);
+        pushes are announced to every replica through a shared Lease."""
+        client = self.clients[self.settings.home_cluster]
+        shard = self.shard = Shard(self.settings, client, self.queue, self.metrics.registry)
+        shard.on_assigned = self._assigned
+        self.syncer.owns, self.syncer.permit = shard.owns, shard.permit
+        self.reporter.owns = shard.owns
+        self.clusters.set_permit(shard.permit)
+        self.intake.shard = shard
+        self.intake.announcements = Announcements(
+            client,
+            self.settings.leader_election.namespace,
+            self.settings.sharding.group,
+            self.intake.nudged_by_follower,
+        )
+        self.tasks.spawn(shard.run(), "shard")
+        self.tasks.spawn(self.intake.announcements.run(), "revision-announcements")
+        self._leadership_changed(True)  # every replica works on what it owns
+        self.metrics.leader.set(0)  # no replica holds the leader Lease
+
+    def _assigned(self, released: list[str]) -> None:
+        """After a membership change: who syncs what; the metrics of what moved away go back to Unknown
+        (only the owner exports an environment's state)."""
+        assert self.shard is not None
+        for name, state in self.environments.items():
+            state.owner = self.shard.owner(name)
+        for name in released:
+            self.metrics.environment_known(name)
 
     def _leadership_changed(self, leading: bool) -> None:
         self.metrics.leader.set(1 if leading else 0)
@@ -338,7 +375,12 @@ class Daemon:
         started = time.monotonic()
         self.app[STATE].accepting = False
         self.tasks.cancel_all()
-        await self.queue.close(timeout=max(0.5, timeout - 2))
+        # with sharding the other replicas take the environments over at once: stop between two API
+        # calls instead of draining, then release the claims and the member Lease (handover < 3 s)
+        drain = 0.5 if self.shard is not None else max(0.5, timeout - 2)
+        await self.queue.close(timeout=drain)
+        if self.shard is not None:
+            await self.shard.leave()
         if self.elector is not None:
             await self.elector.release()
         await self.events.close()

@@ -94,6 +94,8 @@ def status_body(status: Mapping[str, Any], generation: int) -> dict[str, Any]:
             for c in status.get("conditions") or []
         ],
     }
+    if status.get("owner"):
+        body["owner"] = str(status["owner"])[:253]
     # never an empty map: server-side apply would turn it into a refused null (see the module docstring)
     if status.get("changes"):
         body["changes"] = dict(status["changes"])
@@ -104,6 +106,38 @@ def status_body(status: Mapping[str, Any], generation: int) -> dict[str, Any]:
     if status.get("inventoryObjects") is not None:
         body["inventoryObjects"] = int(status["inventoryObjects"])
     return body
+
+
+def from_object(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The status API's fields from an Environment object's ``status`` (written by the replica that
+    syncs it); empty when there is none yet."""
+    if not status:
+        return {}
+    conditions = [
+        {key: c[key] for key in ("type", "status", "reason", "message", "lastTransitionTime") if key in c}
+        for c in status.get("conditions") or []
+        if isinstance(c, dict)
+    ]
+    current = next((c for c in conditions if c.get("status") == "True"), None)
+    found: dict[str, Any] = {
+        "revision": str(status.get("lastAttemptedRevision") or ""),
+        "appliedRevision": str(status.get("revision") or ""),
+        "sync": status.get("sync") or "Unknown",
+        "health": status.get("health") or "Unknown",
+        "conditions": conditions,
+    }
+    if status.get("owner"):
+        found["owner"] = str(status["owner"])
+    if current is not None:
+        found.update(
+            condition=current.get("type"), reason=current.get("reason"), message=current.get("message", "")
+        )
+    for key in ("changes", "lastAppliedChange", "inventoryObjects"):
+        if status.get(key) is not None:
+            found[key] = status[key]
+    if status.get("pruneBlocked"):
+        found["pruneBlocked"] = status["pruneBlocked"]
+    return found
 
 
 @dataclass
@@ -175,6 +209,18 @@ class EnvironmentObjects:
                 if isinstance(change, dict) and change.get("revision"):
                     self._previous[str((item.get("metadata") or {}).get("name"))] = dict(change)
         return self._previous.get(name)
+
+    async def statuses(self) -> dict[str, dict[str, Any]]:
+        """The ``status`` of every Environment object in the namespace, by name (one listing)."""
+        info = await self.client.resource(API_VERSION, KIND)
+        try:
+            listing = await self.client.request("GET", info.path(self.namespace))
+        except NotFoundError:
+            return {}
+        return {
+            str((item.get("metadata") or {}).get("name")): dict(item.get("status") or {})
+            for item in listing.get("items") or []
+        }
 
     def forget(self) -> None:
         """Forget what is known about the objects (another leader may have written them since)."""

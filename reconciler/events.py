@@ -27,6 +27,7 @@ from typing import Literal
 
 import structlog
 
+from reconciler.kube import fencing
 from reconciler.kube.client import KubeClient
 from reconciler.kube.errors import KubeError, NotFoundError
 from reconciler.objects import Action, ChangeSetEntry
@@ -213,7 +214,9 @@ class EventRecorder:
 
     def _start(self, host: str, queue: asyncio.Queue[_Pending]) -> None:
         if host not in self._tasks:
-            self._tasks[host] = asyncio.create_task(self._run(queue), name=f"event-recorder {host}")
+            self._tasks[host] = asyncio.create_task(
+                self._run(queue), name=f"event-recorder {host}", context=fencing.unfenced()
+            )
 
     def _queue_of(self, client: KubeClient) -> asyncio.Queue[_Pending]:
         queue = self._queues.get(client.host)

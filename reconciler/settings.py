@@ -51,6 +51,7 @@ __all__ = [
     "RepositoryConfig",
     "SecretKey",
     "Settings",
+    "ShardingConfig",
     "WebhookConfig",
     "load",
     "parse",
@@ -184,6 +185,20 @@ class LeaderElectionConfig:
 
 
 @dataclass(frozen=True)
+class ShardingConfig:
+    """Scale-out: every replica holds a member Lease, environments are assigned over the live members
+    (``reconciler.sharding.assignment``) and each is written only under its claim, a per-environment
+    Lease held while it is worked on (``reconciler.sharding.claims``). Leases live in
+    ``leader_election.namespace`` on the home cluster; a replica's identity is the leader election's."""
+
+    enabled: bool = False
+    group: str = "default"
+    lease_duration: float = 10.0
+    renew_interval: float = 2.0
+    safety_margin: float = 2.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the daemon needs to start."""
 
@@ -192,6 +207,7 @@ class Settings:
     environments: tuple[EnvironmentConfig, ...]
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
     leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
     listen: str = "127.0.0.1:8080"
     cache_dir: Path = Path("/tmp/reconciler")  # noqa: S108 - overridden in every real deployment
     log_level: str = "info"
@@ -298,7 +314,7 @@ def _leader_election(model: SettingsModel, overrides: Overrides) -> LeaderElecti
     # stable across restarts of the same pod, so a restarted replica takes its own Lease back at once
     identity = overrides.identity or section.identity or overrides.pod_name or overrides.hostname
     return LeaderElectionConfig(
-        enabled=section.enabled,
+        enabled=section.enabled and not model.sharding.enabled,  # sharding replaces it
         cluster=section.cluster or model.clusters[0].name,
         namespace=section.namespace,
         lease_name=section.lease_name,
@@ -346,6 +362,13 @@ def parse(
         environments=tuple(_environment(model, e) for e in model.environments),
         webhooks=_webhooks(model, insecure_no_webhook_secret),
         leader_election=_leader_election(model, overrides),
+        sharding=ShardingConfig(
+            model.sharding.enabled,
+            model.sharding.group,
+            model.sharding.lease_duration,
+            model.sharding.renew_interval,
+            model.sharding.safety_margin,
+        ),
         listen=model.listen,
         cache_dir=cache_dir if cache_dir.is_absolute() else (base / cache_dir),
         log_level=model.log_level,

@@ -24,7 +24,7 @@ import structlog
 from reconciler import crds
 from reconciler.envstatus import EnvironmentObjects
 from reconciler.kube.cache import LiveCache
-from reconciler.kube.client import KubeClient
+from reconciler.kube.client import USER_AGENT, KubeClient
 from reconciler.kube.errors import KubeError
 from reconciler.kube.kubeconfig import KubeconfigError
 from reconciler.metrics import Metrics
@@ -32,6 +32,7 @@ from reconciler.objects import Body, ChangeSetEntry
 from reconciler.render import Renderer
 from reconciler.settings import ClusterConfig, EnvironmentConfig, Settings
 from reconciler.sync import Engine
+from reconciler.sync.correction import Permit, always_permitted
 
 from .environment import engine_key
 
@@ -71,6 +72,7 @@ class Clusters:
         self.on_down: Hook = _ignore
         self.on_up: Hook = _ignore
         self.on_replaced: Hook = _ignore  # a cluster's client was replaced (its kubeconfig changed)
+        self.permit: Permit = always_permitted  # of drift corrections (with sharding: owner and claim)
 
     # -- connecting -------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -98,12 +100,15 @@ class Clusters:
         service account, every request made as that identity), the Environment objects."""
         name = cluster.name
         self.metrics.observe_requests_of(name, client)
+        if self.settings.sharding.enabled:  # the API server's audit log tells the replicas apart
+            client.api.user_agent = f"{USER_AGENT} replica/{self.settings.leader_election.identity}"
         self.clients[name] = client
         cache = LiveCache(client)
         self.caches[name] = cache
         engine = Engine(client, cache=cache, renderer=self.renderer)
         engine.inventory.namespace = self.settings.inventory_namespace
         engine.on_drift = self.on_drift
+        engine.corrector.permit = self.permit
         self.engines[name] = engine
         # inventories, watches and the Environment objects stay the daemon's own identity
         for env in self.environments_of(name):
@@ -115,6 +120,7 @@ class Clusters:
                     renderer=self.renderer,
                 )
                 tenant.on_drift = self.on_drift
+                tenant.corrector.permit = self.permit
                 self.engines[engine_key(env)] = tenant
         self.environment_objects[name] = EnvironmentObjects(client, self.settings.inventory_namespace)
 
@@ -149,6 +155,12 @@ class Clusters:
                 cluster=name,
                 error=str(exc),
             )
+
+    def set_permit(self, permit: Permit) -> None:
+        """Run every drift correction (of every engine, present and future) under ``permit``."""
+        self.permit = permit
+        for engine in self.engines.values():
+            engine.corrector.permit = permit
 
     async def close(self) -> None:
         """Close every connection."""

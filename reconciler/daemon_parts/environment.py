@@ -43,6 +43,7 @@ class EnvironmentState:
     change_loaded: bool = False
     # the input key the running sync applies ("" when none runs): a fetch with other inputs supersedes it
     syncing_key: str = ""
+    owner: str = ""  # with sharding: the replica that syncs it ("" without sharding)
 
     def __post_init__(self) -> None:
         if not self.conditions:
@@ -75,6 +76,7 @@ class EnvironmentState:
             "name": self.config.name,
             "path": self.config.path,
             "cluster": self.config.cluster,
+            **({"owner": self.owner} if self.owner else {}),
             "revision": self.revision,
             "appliedRevision": self.applied_revision,
             "conditions": self.conditions,

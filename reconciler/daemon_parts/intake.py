@@ -9,15 +9,18 @@ from typing import Any
 
 import structlog
 
+from reconciler.envstatus import from_object
 from reconciler.kube.errors import KubeError
 from reconciler.leader import LeaderElector
 from reconciler.server.webhooks import Push
 from reconciler.settings import Settings
+from reconciler.sharding.announce import Announcements
 from reconciler.workqueue import WorkQueue
 
 from .clusters import Clusters
 from .environment import EnvironmentState
 from .fetching import FETCH, ZERO_SHA, Fetcher
+from .shard import Shard
 from .tasks import Tasks
 
 log = structlog.get_logger("reconciler.daemon")
@@ -45,6 +48,8 @@ class Intake:
         self.tasks = tasks
         self.elector: LeaderElector | None = None  # set at startup when leader election is enabled
         self.clusters = clusters
+        self.announcements: Announcements | None = None  # with sharding: set at startup
+        self.shard: Shard | None = None
         self._nudged: set[str] = set()  # commits a follower passed on to the leader
 
     def push(self, push: Push) -> str:
@@ -62,6 +67,8 @@ class Intake:
             if after:
                 self.fetcher.want(after)
             self.queue.add_now(FETCH)
+            if self.announcements is not None:  # sharding: every replica fetches it too
+                self.tasks.in_background(self._announce(after), "announce-revision")
         elif self.elector is not None:
             # what this follower fetched says nothing about the leader: pass every new commit on
             if after and after in self._nudged:
@@ -70,6 +77,13 @@ class Intake:
         else:
             self.queue.add_now(FETCH)
         return "accepted"
+
+    async def _announce(self, sha: str) -> None:
+        assert self.announcements is not None
+        try:
+            await self.announcements.announce(sha)
+        except KubeError as exc:
+            log.warning("could not announce the revision to the other replicas", error=str(exc))
 
     async def _nudge(self, sha: str) -> None:
         assert self.elector is not None
@@ -108,11 +122,39 @@ class Intake:
         home = self.settings.home_cluster
         return [line for line in self.clusters.degraded() if not line.startswith(f"cluster {home}: ")]
 
-    def environment_statuses(self) -> list[dict[str, Any]]:
-        """Status of every environment."""
+    async def environment_statuses(self) -> list[dict[str, Any]]:
+        """Status of every environment; with sharding, an environment another replica syncs is told
+        from its Environment object (what its owner last wrote), one listing per cluster."""
         stale = {
             "gitStale": bool(self.head.stale_reason),
             "gitError": self.head.stale_reason,
             "gitFailures": self.queue.backoff.failures.get(FETCH, 0),
         }
-        return [{**state.status(), **stale} for state in self.environments.values()]
+        shard = self.shard
+        if shard is None:
+            return [{**state.status(), **stale} for state in self.environments.values()]
+        others = [state for state in self.environments.values() if not shard.owns(state.config.name)]
+        written = await self._written_statuses({state.config.cluster for state in others})
+        statuses = []
+        for state in self.environments.values():
+            name = state.config.name
+            if shard.owns(name):
+                statuses.append({**state.status(), **stale})
+                continue
+            base = {**state.status(), "owner": shard.owner(name), **stale}
+            statuses.append({**base, **from_object(written.get((state.config.cluster, name)))})
+        return statuses
+
+    async def _written_statuses(self, clusters: set[str]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The ``status`` of every Environment object on ``clusters`` (those that answer)."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for cluster in sorted(clusters):
+            objects = self.clusters.environment_objects.get(cluster)
+            if objects is None or self.clusters.unreachable(cluster):
+                continue
+            try:
+                for name, status in (await objects.statuses()).items():
+                    found[(cluster, name)] = status
+            except KubeError as exc:
+                log.debug("could not read the Environment objects", cluster=cluster, error=str(exc))
+        return found

@@ -41,6 +41,7 @@ class Reporter:
     ) -> None:
         self.settings = settings
         self.unreachable = unreachable  # why a cluster cannot be used now ("" when it answers)
+        self.owns: Callable[[str], bool] = lambda _name: True  # with sharding: this replica's environments
         self.environments = environments
         self.environment_objects = environment_objects  # by cluster, filled at startup
         self.events = events
@@ -114,7 +115,9 @@ class Reporter:
             raise RuntimeError(f"the Environment object {name} was not written: {why}")
 
     def report_later(self, names: list[str]) -> None:
-        """Report these environments in a background task (at most 16 writes at a time)."""
+        """Report these environments (those this replica syncs) in a background task (at most 16 writes
+        at a time)."""
+        names = [name for name in names if self.owns(name)]
         if not names:
             return
 

@@ -14,10 +14,12 @@ from typing import Any
 import structlog
 
 from reconciler.envstatus import next_conditions, now_rfc3339
+from reconciler.kube import fencing
 from reconciler.plan.prune import PruneOptions
 from reconciler.promotion.controller import PromotionController
 from reconciler.settings import EnvironmentConfig, Settings
 from reconciler.sync import Condition, Engine, Reason, SyncOptions, SyncResult
+from reconciler.sync.correction import NotPermittedError, Permit, always_permitted
 from reconciler.tenancy import AccessPolicy
 from reconciler.workqueue import WorkQueue
 
@@ -54,22 +56,46 @@ class Syncer:
         self.reporter = reporter
         self.promotions = promotions
         self.unreachable = unreachable  # why a cluster cannot be used now ("" when it answers)
+        # with sharding: which environments this replica syncs, and the permit (claim + write fence)
+        # a sync, its status write and its Events run under
+        self.owns: Callable[[str], bool] = lambda _name: True
+        self.permit: Permit = always_permitted
 
     async def sync(self, name: str) -> None:
         """Sync ``name`` at the fetched revision, record and report the result, queue what follows."""
         state = self.environments.get(name)
-        if state is None or self.head.snapshot is None or not self.leading.is_set():
+        if state is None or self.head.snapshot is None or not self.leading.is_set() or not self.owns(name):
             return
-        if await self._held_back(state):
+        try:
+            async with self.permit(name):
+                result = await self._sync(state)
+        except NotPermittedError as exc:
+            # another replica owns it now, or still holds its claim (finishing its last sync): retried
+            # as soon as that claim is released, or once it could have expired
+            retry = getattr(exc, "retry_after", 0.0)
+            log.info("sync not run by this replica", environment=name, reason=str(exc), retry_in=retry)
+            if retry and self.owns(name):
+                self.queue.add_after(f"env:{name}", retry)
             return
+        if result is not None:
+            self._follow_up(name, result)
+
+    async def _sync(self, state: EnvironmentState) -> SyncResult | None:
+        """The sync itself, under the environment's permit; None when held back by a dependency."""
+        name = state.config.name
+        if await self._held_back(state) or self.head.snapshot is None:
+            return None
         snapshot, revision = self.head.snapshot, self.head.revision
         # every log line of this reconcile carries the environment, the revision and a reconcile id
         context = {"environment": name, "revision": revision, "reconcile_id": f"{name}-{os.urandom(4).hex()}"}
         result, elapsed = await self._run(state, snapshot, revision, context)
+        fence = fencing.current()
+        if fence is not None:
+            fence.ensure()  # a sync that lost its claim on the way leaves nothing behind
         await self._record(state, result, revision)
         with structlog.contextvars.bound_contextvars(**context):
             await self.reporter.after_sync(state, result, elapsed)
-        self._follow_up(name, result)
+        return result
 
     async def _held_back(self, state: EnvironmentState) -> bool:
         """True (and said so once) while a ``depends_on`` environment is not Ready."""

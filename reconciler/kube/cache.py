@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from reconciler import retry
+from reconciler.kube import fencing
 from reconciler.kube.client import KubeClient, ResourceInfo
 from reconciler.kube.errors import KubeError
 from reconciler.objects import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Body, ObjectKey
@@ -65,7 +66,9 @@ class LiveCache:
             if cache is None:
                 cache = KindCache(info)
                 cache.task = asyncio.create_task(
-                    self._run(cache), name=f"watch-{info.plural}.{info.group or 'core'}"
+                    self._run(cache),
+                    name=f"watch-{info.plural}.{info.group or 'core'}",
+                    context=fencing.unfenced(),  # it outlives the sync that started it
                 )
                 self._kinds[ident] = cache
         await asyncio.wait_for(cache.synced.wait(), timeout)

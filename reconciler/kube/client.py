@@ -27,7 +27,7 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
 from reconciler import __version__, retry
-from reconciler.kube import kubeconfig
+from reconciler.kube import fencing, kubeconfig
 from reconciler.kube.errors import (
     AlreadyExistsError,
     KubeError,
@@ -254,7 +254,9 @@ class KubeClient:
         started = time.monotonic()
         try:
             async with self._in_flight:
-                response = await self._send(method, path, query, body, content_type, timeout)
+                # with sharding: no write without the environment's claim, none outlasting it
+                budget = fencing.guard(method, timeout if timeout is not None else self.request_timeout)
+                response = await self._send(method, path, query, body, content_type, budget)
                 try:
                     data = await response.read()
                 finally:

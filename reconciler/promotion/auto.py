@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 import structlog
 
@@ -32,10 +32,10 @@ class AutoRequests:
         self.request = request
         self._errors: dict[str, str] = {}  # pipeline -> the last automatic request's refusal
 
-    async def run(self, promotions: list[Body]) -> None:
-        """Request what each automatic pipeline's source now runs, when nobody has yet."""
+    async def run(self, promotions: list[Body], pipelines: Collection[str]) -> None:
+        """Request what each automatic pipeline (of ``pipelines``) source now runs, when nobody has yet."""
         for pipeline in self.settings.pipelines:
-            if not pipeline.auto_request:
+            if not pipeline.auto_request or pipeline.name not in pipelines:
                 continue
             view = self.host.environment_view(pipeline.source)
             if view is None or not view.ok or not view.input_key:

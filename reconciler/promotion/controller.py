@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -103,6 +104,9 @@ class PromotionController:
             settings, writer, host, overlays=overlays, status=self._status, auditor=self._auditor
         )
         self._outcome = Outcome(host, writer, self._status)
+        # with sharding: the pipelines this replica runs are those whose target (and with it their
+        # source, which the assignment keeps together) it owns; every pipeline without sharding
+        self.owns: Callable[[str], bool] = lambda _environment: True
 
     def wake(self) -> None:
         """Run the reconcile loop soon."""
@@ -155,10 +159,10 @@ class PromotionController:
         async with self._lock:
             promotions = await self.store.list()
             self._count_phases(promotions)
-            mine = {p.name for p in self.settings.pipelines}
+            mine = {p.name for p in self.settings.pipelines if self.owns(p.target)}
             superseded: set[str] = set()
-            for pipeline in self.settings.pipelines:
-                superseded |= await supersede(self._status, promotions, pipeline.name)
+            for name in sorted(mine):
+                superseded |= await supersede(self._status, promotions, name)
             for body in promotions:
                 if body["metadata"]["name"] in superseded:
                     continue
@@ -169,7 +173,7 @@ class PromotionController:
                 # promotions of pipelines this daemon does not run (another daemon's) are left alone
                 if phase(body) in ACTIVE_PHASES and (body.get("spec") or {}).get("pipeline") in mine:
                     await self._step(body)
-            await self._auto.run(promotions)
+            await self._auto.run(promotions, mine)
 
     def _count_phases(self, promotions: list[Body]) -> None:
         counts: dict[tuple[str, str], int] = {}

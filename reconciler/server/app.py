@@ -51,7 +51,7 @@ class Controller(Protocol):
     def liveness(self) -> list[str]:
         """The daemon's internal loops that died (empty while it is alive)."""
 
-    def environment_statuses(self) -> list[dict[str, Any]]:
+    async def environment_statuses(self) -> list[dict[str, Any]]:
         """Status of every environment."""
 
 
@@ -316,13 +316,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def environments(request: web.Request) -> web.Response:
     """GET /api/v1/environments: every environment's status."""
-    return web.json_response({"environments": request.app[STATE].controller.environment_statuses()})
+    return web.json_response({"environments": await request.app[STATE].controller.environment_statuses()})
 
 
 async def environment(request: web.Request) -> web.Response:
     """GET /api/v1/environments/{name}."""
     name = request.match_info["name"]
-    for item in request.app[STATE].controller.environment_statuses():
+    for item in await request.app[STATE].controller.environment_statuses():
         if item.get("name") == name:
             return web.json_response(item)
     return web.json_response({"error": f"no environment named {name!r}"}, status=404)

@@ -125,6 +125,7 @@ class EnvironmentStatus(Body):
     name: str
     path: str
     cluster: str
+    owner: str = _absent("with sharding: the replica that syncs it")
     revision: str = Field(description="revision of the last sync (or fetch)")
     appliedRevision: str = Field(description="last revision applied completely")
     conditions: list[EnvironmentCondition]

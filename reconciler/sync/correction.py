@@ -1,22 +1,27 @@
 """Drift correction: what each environment last applied, and putting it back as soon as a watch event
 shows an object changed or deleted by someone else, without fighting another controller for ever.
 
-A correction is a small reconcile of its own: under the environment's lock, only for objects still
-desired and still ours (an object another environment adopted is left to it), at most
-``FightGuard.max_corrections`` times per window before it is reported as a fight. Every outcome is a
-ChangeSet entry given to ``on_drift`` (metrics, Events), and the last ``RECENT`` are kept for reading.
+A correction is a small reconcile of its own: under the environment's ``permit`` (with sharding, this
+replica owns the environment and holds its claim; elsewhere it is skipped, the owner makes it) and
+lock, only for objects still desired and still ours (an object another environment adopted is left to
+it), at most ``FightGuard.max_corrections`` times per window before it is reported as a fight. Every
+outcome is a ChangeSet entry given to ``on_drift`` (metrics, Events), and the last ``RECENT`` are kept
+for reading.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 
 import structlog
 
 from reconciler.drift import FightGuard, other_managers
+from reconciler.kube import fencing
 from reconciler.kube.cache import LiveCache
 from reconciler.kube.client import KubeClient
 from reconciler.kube.errors import KubeError
@@ -31,6 +36,17 @@ RECENT = 1000
 
 Locks = Callable[[str], asyncio.Lock]
 DriftListener = Callable[[str, ChangeSetEntry], None]
+# the right to write to an environment for the block (raises ``NotPermitted`` when this replica has not)
+Permit = Callable[[str], AbstractAsyncContextManager[object]]
+
+
+class NotPermittedError(Exception):
+    """This replica may not write to the environment now (another replica owns it or holds its claim)."""
+
+
+def always_permitted(_environment: str) -> AbstractAsyncContextManager[object]:
+    """The permit of a daemon without sharding: every environment is its own."""
+    return contextlib.nullcontext()
 
 
 class DriftCorrector:
@@ -43,6 +59,7 @@ class DriftCorrector:
         self.guard = guard
         self.recent: deque[ChangeSetEntry] = deque(maxlen=RECENT)
         self.on_drift: DriftListener | None = None
+        self.permit: Permit = always_permitted
         self._desired: dict[str, dict[ObjectKey, Manifest]] = {}
         self._revisions: dict[str, str] = {}
         self._owner: dict[ObjectKey, str] = {}
@@ -81,7 +98,9 @@ class DriftCorrector:
         if key in self._pending:
             return
         self._pending.add(key)
-        task = asyncio.create_task(self._correct(env, key, event), name=f"correct-{key}")
+        task = asyncio.create_task(
+            self._correct(env, key, event), name=f"correct-{key}", context=fencing.unfenced()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -93,8 +112,10 @@ class DriftCorrector:
             reconcile_id=f"{env}-drift-{secrets.token_hex(4)}",
         ):
             try:
-                async with self.lock(env):
+                async with self.permit(env), self.lock(env):
                     await self._correct_one(env, key, event)
+            except NotPermittedError as exc:
+                log.debug("drift not corrected by this replica", object=str(key), reason=str(exc))
             except KubeError as exc:
                 message = scrub(f"drift correction failed: {exc}", self._secrets.get(env, frozenset()))
                 self._record(env, ChangeSetEntry(key, Action.FAILED, message=message))

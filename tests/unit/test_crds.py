@@ -31,7 +31,7 @@ def test_deploy_base_installs_every_crd() -> None:
 
 
 def test_the_environment_crd_has_status_printer_columns_and_conditions() -> None:
-    """Namespaced, status subresource, Cluster/Revision/Sync/Health/Ready/Age columns, kstatus conditions."""
+    """Namespaced, status subresource, Cluster/Revision/Sync/Owner/Health/Ready/Age columns, kstatus conditions."""
     crd = next(c for c in crds.manifests() if c["spec"]["names"]["kind"] == "Environment")
     assert crd["spec"]["group"] == "reconciler.dev"
     assert crd["spec"]["scope"] == "Namespaced"
@@ -39,7 +39,7 @@ def test_the_environment_crd_has_status_printer_columns_and_conditions() -> None
     assert version["name"] == "v1alpha1"
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Cluster", "Revision", "Sync", "Health", "Ready", "Age"]
+    assert columns == ["Cluster", "Revision", "Sync", "Owner", "Health", "Ready", "Age"]
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert {"revision", "sync", "health", "conditions", "observedGeneration"} <= set(status)
 

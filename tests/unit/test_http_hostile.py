@@ -92,7 +92,7 @@ class Hooks:
     def liveness(self) -> list[str]:
         return []
 
-    def environment_statuses(self) -> list[dict[str, Any]]:
+    async def environment_statuses(self) -> list[dict[str, Any]]:
         return [{"name": "staging"}]
 
 

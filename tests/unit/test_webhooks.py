@@ -100,7 +100,7 @@ class _Controller:
     def liveness(self) -> list[str]:
         return []
 
-    def environment_statuses(self) -> list[dict[str, Any]]:
+    async def environment_statuses(self) -> list[dict[str, Any]]:
         return []
 
 
