@@ -459,18 +459,19 @@ def _status_row(env: dict[str, Any]) -> tuple[str, ...]:
         message = f"[git stale] {message}"
     revision = str(env.get("revision") or "")[:12] or "-"
     columns = ("sync", "health", "condition")
-    cluster = str(env.get("cluster") or "-")
-    return (str(env["name"]), cluster, revision, *(str(env.get(c, "?")) for c in columns), message)
+    cluster, owner = str(env.get("cluster") or "-"), str(env.get("owner") or "-")
+    return (str(env["name"]), cluster, owner, revision, *(str(env.get(c, "?")) for c in columns), message)
 
 
 def status(server: Server = DEFAULT_SERVER, output: Output = "table") -> None:
-    """Every environment's cluster, revision, sync, health and condition, from a running daemon."""
+    """Every environment's cluster, owner (the replica syncing it, with sharding), revision, sync, health
+    and condition, from a running daemon."""
     environments = fetch_environments(server)
     emit(
         output,
         environments,
         lambda: print_table(
-            ("ENVIRONMENT", "CLUSTER", "REVISION", "SYNC", "HEALTH", "CONDITION", "MESSAGE"),
+            ("ENVIRONMENT", "CLUSTER", "OWNER", "REVISION", "SYNC", "HEALTH", "CONDITION", "MESSAGE"),
             [_status_row(env) for env in environments],
         ),
     )

@@ -8,5 +8,7 @@
 - ``intake``: the HTTP server's side (push webhooks, readiness, statuses) and followers' nudges;
 - ``clusters``: a connection per cluster (client, watch cache, engines, Environment objects), kubeconfigs
   held in Secrets, and a probe per cluster telling when one stops or starts answering;
+- ``shard``: with sharding, this replica's membership, its share of the environments and the permit
+  (claim and write fence) a sync or drift correction runs under;
 - ``wiring``: the HTTP server and the periodic loops (Git poll, resync).
 """

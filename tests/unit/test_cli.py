@@ -37,6 +37,7 @@ ENVIRONMENTS = [
     {
         "name": "tams-staging",
         "cluster": "staging-eu",
+        "owner": "reconciler-7d9f-2",
         "revision": "580e5467ffc7d1e2a3b4c5d6e7f8091a2b3c4d5e",
         "sync": "Synced",
         "health": "Healthy",
@@ -202,11 +203,28 @@ def test_status_table_has_one_plain_row_per_environment(daemon: FakeDaemon) -> N
     result = invoke("status", "--server", daemon.url)
     assert result.exit_code == 0, result.output
     header, staging, production = result.stdout.splitlines()
-    assert header.split() == ["ENVIRONMENT", "CLUSTER", "REVISION", "SYNC", "HEALTH", "CONDITION", "MESSAGE"]
-    assert staging.split()[:6] == ["tams-staging", "staging-eu", "580e5467ffc7", "Synced", "Healthy", "Ready"]
+    assert header.split() == [
+        "ENVIRONMENT",
+        "CLUSTER",
+        "OWNER",
+        "REVISION",
+        "SYNC",
+        "HEALTH",
+        "CONDITION",
+        "MESSAGE",
+    ]
+    assert staging.split()[:7] == [
+        "tams-staging",
+        "staging-eu",
+        "reconciler-7d9f-2",
+        "580e5467ffc7",
+        "Synced",
+        "Healthy",
+        "Ready",
+    ]
     assert staging.endswith("Ready: applied [bold]580e546[/bold]: 9 created")
-    # an older daemon's answer without a cluster shows "-"
-    assert production.split()[:6] == ["tams-production", "-", "-", "OutOfSync", "Degraded", "Stalled"]
+    # an older daemon's answer without a cluster shows "-"; no owner without sharding
+    assert production.split()[:7] == ["tams-production", "-", "-", "-", "OutOfSync", "Degraded", "Stalled"]
     assert production.endswith("[git stale] RenderFailed")
     assert "\x1b[" not in result.stdout  # no colour when not on a terminal
 

@@ -157,3 +157,21 @@ def test_every_metric_is_documented_and_every_documented_metric_exists() -> None
     own = text.split("## Promotion metrics")[0]
     documented = dict(re.findall(r"^\| `(reconciler_[a-z0-9_]+)` \| (\w+) \|", own, re.MULTILINE))
     assert documented == exported
+
+
+def test_sharding_metrics_are_documented_in_their_own_section() -> None:
+    """The metrics a sharded daemon adds (``daemon_parts.shard``) are exactly those docs/metrics.md lists
+    under "Sharding metrics", with the right type."""
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from reconciler.daemon_parts.shard import ShardMetrics  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    ShardMetrics(registry)
+    exported = {
+        family.name + ("_total" if family.type == "counter" else ""): family.type
+        for family in registry.collect()
+    }
+    section = DOCS.read_text().split("## Sharding metrics")[1].split("\n## ")[0]
+    documented = dict(re.findall(r"^\| `(reconciler_[a-z0-9_]+)` \| (\w+) \|", section, re.MULTILINE))
+    assert documented == exported

@@ -255,3 +255,21 @@ def test_cluster_connection_errors_name_the_field(
     with pytest.raises(ConfigError) as error:
         parse(raw, base, environ={})
     assert message in str(error.value)
+
+
+def test_sharding_replaces_leader_election_and_checks_its_timings(base: Path) -> None:
+    settings = parse(
+        config(sharding={"enabled": True, "group": "platform", "lease_duration": "8s"}), base, environ={}
+    )
+    assert settings.sharding.enabled
+    assert (settings.sharding.group, settings.sharding.lease_duration) == ("platform", 8.0)
+    assert not settings.leader_election.enabled  # every replica works; no leader
+    assert parse(config(), base, environ={}).leader_election.enabled  # the default stays one leader
+    for sharding, field in (
+        ({"enabled": True, "lease_duration": "4s", "safety_margin": "2s"}, "sharding.safety_margin"),
+        ({"enabled": True, "lease_duration": "10s", "renew_interval": "5s"}, "sharding.renew_interval"),
+        ({"enabled": True, "group": "Not A Name"}, "sharding.group"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            parse(config(sharding=sharding), base, environ={})
+        assert field in str(error.value)
