@@ -9,9 +9,10 @@ pid is never killed) and removes the directory. Several clusters run side by sid
 kwok keeps fake Nodes Ready and drives the Pods bound to them through their lifecycle, so Deployments
 become Available and Jobs complete without a container runtime.
 
-This module owns the cluster's life cycle (up, status, restart, down); ``components`` holds the
-command lines, ``processes`` spawning, waiting and stopping, ``probes`` the readiness checks,
-``nodes`` the fake nodes, ``kubeconfig`` the admin kubeconfig and ``state`` what is recorded.
+This module owns the cluster's life cycle (up, status, stop/start/restart of one component, down);
+``components`` holds the command lines, ``processes`` spawning, waiting and stopping, ``probes`` the
+readiness checks, ``nodes`` the fake nodes, ``kubeconfig`` the admin kubeconfig and ``state`` what is
+recorded.
 """
 
 from __future__ import annotations
@@ -319,28 +320,79 @@ class Cluster:
             state, self.logs / f"{name}.log", name=name, port=port, timeout=timeout, check=check, what=what
         )
 
-    # -- restart (for failure tests) -------------------------------------------------------------
+    # -- stop, start, restart (for failure tests) ------------------------------------------------
+    def stop(self, name: str, log: Log = print, timeout: float = 90.0, *, crash: bool = True) -> None:
+        """Stop one component by its recorded pid and return once it is gone; the rest keeps running.
+
+        ``crash`` (the default) kills it with SIGKILL, as a crash would; otherwise it gets SIGTERM and
+        its graceful shutdown (up to a minute for kube-apiserver while watches are open), and SIGKILL
+        if it is still there after ``timeout`` s. A component that is not running is left alone (its
+        recorded pid is never signalled: it may belong to another program by now).
+        """
+        with self._lock():
+            state = self._recorded(name, "stop")
+            self._stop_component(state, name, timeout, crash=crash)
+        log(f"{name} of cluster {self.name!r} stopped")
+
+    def start(self, name: str, log: Log = print, timeout: float = 90.0) -> None:
+        """Start one stopped component again with its recorded command and wait until it is ready
+        (kube-apiserver: ``/readyz``; etcd: healthy; the others are not waited for, as in ``up``).
+
+        A component that still runs is not started twice; it is only waited for.
+        """
+        with self._lock():
+            state = self._recorded(name, "start")
+            spawned = self._start_component(state, name, timeout)
+        log(f"{name} of cluster {self.name!r} {'started' if spawned else 'is running'}")
+
     def restart(self, name: str, log: Log = print, timeout: float = 90.0, *, crash: bool = True) -> None:
         """Stop one component and start it again with the same arguments; wait until it is ready.
 
         ``crash`` (the default) kills it with SIGKILL, as a crash would; otherwise it gets SIGTERM and
-        its graceful shutdown (up to a minute for kube-apiserver while watches are open).
+        its graceful shutdown (see ``stop``).
         """
         with self._lock():
-            state = self.load_state()
-            if state is None or name not in state.commands:
-                raise DevClusterError(
-                    step=f"restart {name}", message="the cluster or component is not running"
-                )
-            pid, executable = state.pids[name], state.executables[name]
-            processes.signal_and_wait(pid, executable, signal.SIGKILL if crash else signal.SIGTERM, timeout)
+            state = self._recorded(name, "restart")
+            self._stop_component(state, name, timeout, crash=crash)
+            self._start_component(state, name, timeout)
+        log(f"{name} of cluster {self.name!r} restarted")
+
+    def _recorded(self, name: str, action: str) -> ClusterState:
+        """The recorded state, which must know how ``name`` was started."""
+        state = self.load_state()
+        if state is None or name not in state.commands:
+            raise DevClusterError(step=f"{action} {name}", message="the cluster or component is not running")
+        return state
+
+    @staticmethod
+    def _stop_component(state: ClusterState, name: str, timeout: float, *, crash: bool) -> None:
+        """Signal ``name`` (if it still runs our executable) and wait until it is gone."""
+        pid, executable = state.pids[name], state.executables[name]
+        if not _pid_runs(pid, executable):
+            return
+        processes.signal_and_wait(pid, executable, signal.SIGKILL if crash else signal.SIGTERM, timeout)
+        if not crash and _pid_runs(pid, executable):
+            processes.signal_and_wait(pid, executable, signal.SIGKILL, timeout)
+        if _pid_runs(pid, executable):
+            raise DevClusterError(
+                step=f"stop {name}", message=f"pid {pid} is still running {timeout:.0f} s after SIGKILL"
+            )
+
+    def _start_component(self, state: ClusterState, name: str, timeout: float) -> bool:
+        """Spawn ``name`` unless it runs, then wait until it is ready; whether it was spawned."""
+        spawned = not _pid_runs(state.pids[name], state.executables[name])
+        if spawned:
             command = state.commands[name]
             self._spawn(state, name, Path(command[0]), command[1:])
-            if name == "kube-apiserver":
-                http = Http(state.server, self.pki_paths)
-                port = state.ports["apiserver"]
-                self._wait(state, name=name, port=port, timeout=timeout, check=lambda: ok(http, "/readyz"))
-            log(f"{name} of cluster {self.name!r} restarted")
+        if name == "kube-apiserver":
+            http = Http(state.server, self.pki_paths)
+            port = state.ports["apiserver"]
+            self._wait(state, name=name, port=port, timeout=timeout, check=lambda: ok(http, "/readyz"))
+        elif name == "etcd":
+            url = f"http://127.0.0.1:{state.ports['etcd-client']}"
+            port = state.ports["etcd-client"]
+            self._wait(state, name=name, port=port, timeout=timeout, check=lambda: etcd_healthy(url))
+        return spawned
 
     # -- down ----------------------------------------------------------------------------------
     def down(self, log: Log = print) -> bool:

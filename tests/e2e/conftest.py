@@ -1,5 +1,6 @@
 """End-to-end harness: a real Git server (git daemon, git:// on loopback), bare repositories with a
-post-receive hook that sends signed webhooks, and the daemon as a subprocess against the local cluster."""
+post-receive hook that sends signed webhooks, and the daemon as a subprocess against the local cluster
+(and, for the multi-cluster tests, a second local cluster: ``cluster_a``)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import yaml
 
 from reconciler.devcluster import gitserver
 from reconciler.devcluster.build import Toolchain
-from reconciler.devcluster.cluster import free_port
+from reconciler.devcluster.cluster import Cluster, free_port
 
 SECRET = "e2e-webhook-secret-0123456789abcdef"
 GIT_ENV = {
@@ -242,9 +243,11 @@ class Admin:
         self.context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         self.context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
 
-    def call(self, method: str, path: str) -> tuple[int, Any]:
-        """The status and decoded body of one request ({} for an error)."""
-        request = urllib.request.Request(self.server + path, method=method)  # noqa: S310
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """The status and decoded body of one request ({} for an error); ``body`` is sent as JSON."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        request = urllib.request.Request(self.server + path, data=data, method=method, headers=headers)  # noqa: S310
         try:
             with urllib.request.urlopen(request, context=self.context, timeout=10) as response:  # noqa: S310
                 return response.status, json.loads(response.read())
@@ -287,3 +290,64 @@ def kube_list(admin: Admin) -> Any:
         return list(body.get("items", []))
 
     return get
+
+
+# -- a second cluster (issue 13): "a", beside the session cluster "b" -----------------------------
+
+
+def _log(message: str) -> None:
+    print(f"[dev-cluster a] {message}", flush=True)
+
+
+@pytest.fixture(scope="session")
+def cluster_a(toolchain: Toolchain) -> Iterator[Cluster]:
+    """A second local cluster for the session ("a"; the shared session cluster is "b"), started on first
+    use by the tests that ask for it and removed at the end. Its API server is stopped and started by
+    tests: take it through ``namespace_a``, which starts it again afterwards."""
+    local = Cluster(f"pytest-a-{os.getpid()}")
+    local.up(_log, nodes=1, toolchain=toolchain)
+    try:
+        yield local
+    finally:
+        local.down(_log)
+
+
+@pytest.fixture
+def admin_a(cluster_a: Cluster) -> Admin:
+    """Cluster a, as its admin, synchronously."""
+    return Admin(cluster_a.kubeconfig_path)
+
+
+@pytest.fixture
+def namespace_a(namespace: str, cluster_a: Cluster, admin_a: Admin) -> Iterator[str]:
+    """The test's namespace on cluster a too (the same name as ``namespace`` on b), deleted afterwards.
+
+    Cluster a's API server is running when the test starts, and started again afterwards if the test
+    stopped it, so the next test finds cluster a whole."""
+    cluster_a.start("kube-apiserver", _log)
+    status, body = admin_a.call(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    assert status == 201, (status, body)
+    try:
+        yield namespace
+    finally:
+        cluster_a.start("kube-apiserver", _log)
+        admin_a.call("DELETE", f"/api/v1/namespaces/{namespace}")
+
+
+def two_clusters(kubeconfig_a: Path, kubeconfig_b: Path, **each: Any) -> dict[str, Any]:
+    """``daemon_config`` keywords for a daemon on clusters "a" and "b", b its home (its Lease and
+    promotions); ``each`` is added to both clusters' settings (``probe_interval="1s"``...).
+
+    Environments name their cluster (``"cluster": "a"``); ``kubeconfig`` of ``daemon_config`` is then
+    unused (pass b's)."""
+    return {
+        "clusters": [
+            {"name": "a", "kubeconfig": str(kubeconfig_a), **each},
+            {"name": "b", "kubeconfig": str(kubeconfig_b), **each},
+        ],
+        "leader_election": {"enabled": False, "cluster": "b"},
+    }
