@@ -268,7 +268,7 @@ class Clusters:
                 )
                 error = ""
             except KubeError as exc:
-                error = str(exc)
+                error = exc.api_message  # said as "cluster NAME: ..." wherever it is shown
         self._set_error(name, error)
 
     def _set_error(self, name: str, error: str) -> None:
