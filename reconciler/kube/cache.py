@@ -38,6 +38,28 @@ class KindCache:
     relists: int = 0
 
 
+def compact(body: Body) -> Body:
+    """Keep of ``metadata.managedFields`` (often half an object) only what the cache's readers use: each
+    manager's name, operation and time (who else writes it: ``drift.other_managers``) and whether it
+    owns ``spec.replicas`` (``plan.hpa.owns_replicas``); comparisons ignore managedFields anyway. In
+    place; returns ``body``."""
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("managedFields"), list):
+        return body
+    entries = metadata["managedFields"]
+    compacted = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        kept = {key: entry[key] for key in ("manager", "operation", "time", "subresource") if key in entry}
+        spec = (entry.get("fieldsV1") or {}).get("f:spec")
+        if isinstance(spec, dict) and "f:replicas" in spec:
+            kept["fieldsV1"] = {"f:spec": {"f:replicas": {}}}
+        compacted.append(kept)
+    metadata["managedFields"] = compacted
+    return body
+
+
 class LiveCache:
     """Watch caches for every kind that has been asked for, shared by all environments."""
 
@@ -126,6 +148,7 @@ class LiveCache:
                     if event == "BOOKMARK":
                         continue
                     ident = (str(body["metadata"].get("namespace") or ""), str(body["metadata"]["name"]))
+                    compact(body)
                     if event == "DELETED":
                         cache.objects.pop(ident, None)
                     else:
@@ -137,6 +160,8 @@ class LiveCache:
 
     def _relisted(self, cache: KindCache, items: list[Body]) -> None:
         """Replace the cache with a fresh list; after the first, tell listeners what changed meanwhile."""
+        for item in items:
+            compact(item)
         fresh = {(str(i["metadata"].get("namespace") or ""), str(i["metadata"]["name"])): i for i in items}
         old = cache.objects
         cache.objects = fresh

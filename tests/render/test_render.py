@@ -52,6 +52,26 @@ async def test_overlay_renders_and_is_cached_by_content(repo: Path, options: Ren
     assert third.manifests[0].body["data"] == {"k": "changed"}
 
 
+async def test_the_cache_keeps_only_each_environments_latest_render(
+    repo: Path, options: RenderOptions
+) -> None:
+    """A long-running daemon syncs many revisions: only the newest render of each environment is kept
+    (memory does not grow with revisions), while other environments' renders stay cached."""
+    renderer = Renderer()
+    write(repo / "production/kustomization.yaml", "resources: [../base]\nnamespace: production\n")
+    await renderer.render(repo, repo / "production", options)
+    for revision in range(5):
+        write(
+            repo / "staging/extra.yaml", f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: r{revision}}}\n"
+        )
+        write(repo / "staging/kustomization.yaml", "resources: [../base, extra.yaml]\nnamespace: staging\n")
+        await renderer.render(repo, repo / "staging", options)
+    assert len(renderer._cache) == 2  # staging's newest and production's
+    assert (await renderer.render(repo, repo / "production", options)).cached
+    assert (await renderer.render(repo, repo / "staging", options)).cached
+    assert renderer.renders == 6
+
+
 async def test_parent_outside_the_repository_is_refused(repo: Path, options: RenderOptions) -> None:
     """../ that leaves the repository is refused before kustomize runs, naming the entry."""
     outside = repo.parent / "outside"
