@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from reconciler.kube import fencing
 from reconciler.kube.client import KubeClient
+from reconciler.kube.errors import KubeError
 from reconciler.settings import Settings
 from reconciler.sharding import (
     ClaimLost,
@@ -192,10 +193,16 @@ class Shard:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def run(self) -> None:
-        """Join the members and keep the claims renewed, until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.membership.run(), name="shard-membership")
-            group.create_task(self.claims.run(), name="shard-claims")
+        """Join the members and keep the claims renewed, until cancelled; started again after a
+        second when the API server refuses (at start, before the namespace could be made)."""
+        while True:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self.membership.run(), name="shard-membership")
+                    group.create_task(self.claims.run(), name="shard-claims")
+            except* KubeError as failed:
+                log.warning("sharding loops failed; starting them again", error=str(failed.exceptions[0]))
+            await asyncio.sleep(1.0)
 
     async def leave(self) -> None:
         """On shutdown, after the syncs stopped: release every claim, then the member Lease, so the

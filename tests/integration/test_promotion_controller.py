@@ -314,3 +314,26 @@ async def test_a_request_superseded_before_its_own_status_write_is_answered_with
     assert (phase(stored), stored["status"]["message"]) == ("Superseded", "superseded by newer")
     assert (stored["status"]["approvalSummary"], stored["status"]["approvals"]) == ("0/2", [])
     assert stored["metadata"]["annotations"]["reconciler.dev/requested-at"].endswith("Z")
+
+
+async def test_with_sharding_only_the_owner_of_the_target_moves_its_promotions_on(
+    kube: KubeClient, namespace: str, tmp_path: Path
+) -> None:
+    """Two sharded replicas run the loop over the same stored promotions: the one that does not own
+    the pipeline's target leaves them exactly as they are; the owner supersedes and moves them on."""
+    await crds.ensure(kube)
+    owner, other = controller(kube, namespace, tmp_path / "a"), controller(kube, namespace, tmp_path / "b")
+    owner.owns = lambda environment: environment in ("staging", "production")
+    other.owns = lambda _environment: False
+    pending = {"phase": "Pending", "message": "waiting", "approvals": [], "approvalSummary": "0/2"}
+    await owner.store.create(spec(), pending, "p-one")
+    await owner.store.create(spec(), pending, "p-two")
+    before = {p["metadata"]["name"]: p["status"] for p in await owner.store.list()}
+
+    await other.reconcile()
+    assert {p["metadata"]["name"]: p["status"] for p in await other.store.list()} == before
+
+    await owner.reconcile()
+    after = {p["metadata"]["name"]: p for p in await owner.store.list()}
+    assert after["p-one"]["status"]["message"] == "superseded by p-two"
+    assert after["p-two"]["status"]["message"] == "waiting for 0/2 approvals"
