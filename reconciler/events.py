@@ -243,7 +243,8 @@ class EventRecorder:
         """Wait (bounded) until every queued event was sent."""
         waits = [queue.join() for queue in self._queues.values()]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*waits)
 
     async def close(self, timeout: float = 1.0) -> None:
         """Send what is queued (bounded), then stop."""

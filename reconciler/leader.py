@@ -204,10 +204,13 @@ class LeaderElector:
 
     async def _round(self) -> bool:
         """One election round, cut off at the renew deadline while leading."""
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation (a stop that hangs)
         if not self.leading.is_set():
-            return await asyncio.wait_for(self.try_acquire_or_renew(), self.config.lease_duration)
+            async with asyncio.timeout(self.config.lease_duration):
+                return await self.try_acquire_or_renew()
         remaining = self._last_renew + self.config.renew_deadline - time.monotonic()
-        return await asyncio.wait_for(self.try_acquire_or_renew(), max(0.05, remaining))
+        async with asyncio.timeout(max(0.05, remaining)):
+            return await self.try_acquire_or_renew()
 
     async def run(self) -> None:
         """Campaign and renew until cancelled."""

@@ -176,7 +176,8 @@ class WorkQueue:
                 return False
             self._finished.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._finished.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._finished.wait()
         return True
 
     @property

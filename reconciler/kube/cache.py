@@ -93,7 +93,8 @@ class LiveCache:
                     context=fencing.unfenced(),  # it outlives the sync that started it
                 )
                 self._kinds[ident] = cache
-        await asyncio.wait_for(cache.synced.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await cache.synced.wait()
         return cache
 
     def watching(self, key: ObjectKey) -> bool:

@@ -143,7 +143,8 @@ class PromotionController:
         """Reconcile every ``interval`` seconds (sooner when woken) while leading."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             self._wake.clear()
             if not leading.is_set():
                 continue

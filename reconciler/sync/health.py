@@ -116,7 +116,9 @@ class HealthWatch:
                 if degraded:
                     remaining = max(0.05, min(timeout, DEGRADED_GRACE) - (time.monotonic() - started))
                 try:
-                    await asyncio.wait_for(changed.wait(), min(pause, remaining))
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                    async with asyncio.timeout(min(pause, remaining)):
+                        await changed.wait()
                 except TimeoutError:
                     delay = min(delay * 1.5, 1.0)
         finally:
