@@ -43,14 +43,18 @@ class HealthWatch:
         self.cache = cache
 
     async def healths(
-        self, manifests: Sequence[Manifest], applied: Mapping[ObjectKey, tuple[int, int]] | None = None
+        self,
+        manifests: Sequence[Manifest],
+        applied: Mapping[ObjectKey, tuple[int, int]] | None = None,
+        cache: LiveCache | None = None,
     ) -> dict[ObjectKey, Health]:
         """Each object's health now (from the caches, else one LIST per kind)."""
+        cache = cache or self.cache
         lives: dict[ObjectKey, Body | None] = {}
         unwatched: dict[tuple[str, str], list[Manifest]] = {}
         for manifest in manifests:
-            if self.cache is not None and self.cache.watching(manifest.key):
-                lives[manifest.key] = self.cache.get(manifest.key)
+            if cache is not None and cache.watching(manifest.key):
+                lives[manifest.key] = cache.get(manifest.key)
             else:
                 unwatched.setdefault((manifest.api_version, manifest.key.kind), []).append(manifest)
         listed = await asyncio.gather(
@@ -98,18 +102,27 @@ class HealthWatch:
             if key in waiting:
                 changed.set()
 
-        if self.cache is not None:
-            self.cache.subscribe(on_event)
+        cache, own = self.cache, False
+        if cache is not None:
+            cache.subscribe(on_event)
         try:
             delay = 0.1
+            pending = list(manifests)  # an object found ready is not looked at again (as kubectl wait)
             while True:
                 changed.clear()
-                healths = await self.healths(manifests, applied)
+                healths = await self.healths(pending, applied, cache)
                 waiting = {key: h for key, h in healths.items() if not h.ready}
                 if not waiting:
-                    return len(healths)
+                    return len(manifests)
+                pending = [m for m in pending if m.key in waiting]
                 self._check_deadline(name, waiting, time.monotonic() - started, timeout)
-                watched = self.cache is not None and all(self.cache.watching(k) for k in waiting)
+                if cache is None:
+                    # the one-shot CLI has no caches: watch the kinds still waited on for the rest of
+                    # this wait (one LIST and one WATCH each) instead of listing them on every poll
+                    cache, own = await self._watch(pending, waiting), True
+                    cache.subscribe(on_event)
+                    continue
+                watched = all(cache.watching(k) for k in waiting)
                 pause = WATCHED_POLL if watched else delay
                 remaining = max(0.05, timeout - (time.monotonic() - started))
                 degraded = any(h.status == HealthStatus.DEGRADED for h in waiting.values())
@@ -122,8 +135,22 @@ class HealthWatch:
                 except TimeoutError:
                     delay = min(delay * 1.5, 1.0)
         finally:
-            if self.cache is not None:
-                self.cache.unsubscribe(on_event)
+            if cache is not None:
+                cache.unsubscribe(on_event)
+                if own:
+                    await cache.close()
+
+    async def _watch(self, manifests: Sequence[Manifest], waiting: Mapping[ObjectKey, Health]) -> LiveCache:
+        """A cache watching the kinds of the ``waiting`` objects (a kind not served, or whose first list
+        does not arrive in time, is left out: its objects are listed on each poll, as before)."""
+        cache = LiveCache(self.client)
+        kinds = {(m.api_version, m.key.kind) for m in manifests if m.key in waiting}
+        for api_version, kind in sorted(kinds):
+            try:
+                await cache.ensure(await self.client.resource(api_version, kind), timeout=10.0)
+            except (NoMatchError, TimeoutError):
+                continue
+        return cache
 
     @staticmethod
     def _check_deadline(name: str, waiting: dict[ObjectKey, Health], elapsed: float, timeout: float) -> None:
