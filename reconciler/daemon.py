@@ -325,6 +325,7 @@ class Daemon:
         client = self.clients[self.settings.home_cluster]
         shard = self.shard = Shard(self.settings, client, self.queue, self.metrics.registry)
         shard.on_assigned = self._assigned
+        shard.on_lost = self._forget
         self.syncer.owns, self.syncer.permit = shard.owns, shard.permit
         self.reporter.owns = shard.owns
         self.clusters.set_permit(shard.permit)
@@ -348,6 +349,12 @@ class Daemon:
             state.owner = self.shard.owner(name)
         for name in released:
             self.metrics.environment_known(name)
+            self._forget(name)
+
+    def _forget(self, environment: str) -> None:
+        """Another replica syncs ``environment`` now: its desired state here is old news."""
+        for engine in self.engines.values():
+            engine.corrector.forget(environment)
 
     def _leadership_changed(self, leading: bool) -> None:
         self.metrics.leader.set(1 if leading else 0)

@@ -120,6 +120,7 @@ class Shard:
         self.ready = asyncio.Event()  # the first assignment is made (members listed)
         self._locks: dict[str, asyncio.Lock] = {}
         self.on_assigned: Callable[[list[str]], None] = lambda _released: None
+        self.on_lost: Callable[[str], None] = lambda _environment: None
 
     # -- ownership -------------------------------------------------------------------------------
     def owns(self, environment: str) -> bool:
@@ -163,6 +164,7 @@ class Shard:
         """A claim of ours was lost (not renewed in time, or taken): stop what runs under it."""
         self.metrics.handovers.labels(self.identity, "lost").inc()
         log.warning("claim lost: stopping the environment's work", environment=environment)
+        self.on_lost(environment)
         self.queue.cancel_key(f"env:{environment}")
         if self.owns(environment):
             self.queue.add_after(f"env:{environment}", 1.0)

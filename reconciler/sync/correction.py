@@ -81,6 +81,15 @@ class DriftCorrector:
         for key in desired:
             self._owner[key] = environment
 
+    def forget(self, environment: str) -> None:
+        """Drop what ``environment`` wanted (it moved to another replica): no correction from this
+        replica's older knowledge if it ever comes back before its next sync."""
+        for key in self._desired.pop(environment, {}):
+            if self._owner.get(key) == environment:
+                del self._owner[key]
+        self._revisions.pop(environment, None)
+        self._secrets.pop(environment, None)
+
     def hide(self, environment: str, values: frozenset[str]) -> None:
         """The Secret values of ``environment``'s render, scrubbed from correction messages."""
         self._secrets[environment] = values
