@@ -1,8 +1,12 @@
 """Kubernetes I/O: one client wrapper (discovery, server-side apply, get, list, delete, watch), watch
 caches of live objects, and our own error types. Nothing else in reconciler talks to an API server."""
 
-from reconciler.kube.client import ApplyOptions, KubeClient, ResourceInfo
-from reconciler.kube.errors import (
+# isort: off
+from reconciler.kube import lean  # before the library's first import: see its docstring
+
+lean.install()
+from reconciler.kube.client import ApplyOptions, KubeClient, ResourceInfo  # noqa: E402
+from reconciler.kube.errors import (  # noqa: E402
     ConflictError,
     ForbiddenError,
     ImmutableFieldError,
@@ -12,6 +16,8 @@ from reconciler.kube.errors import (
     NotFoundError,
     TransientError,
 )
+
+# isort: on
 
 __all__ = [
     "ApplyOptions",

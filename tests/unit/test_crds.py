@@ -31,7 +31,8 @@ def test_deploy_base_installs_every_crd() -> None:
 
 
 def test_the_environment_crd_has_status_printer_columns_and_conditions() -> None:
-    """Namespaced, status subresource, Cluster/Revision/Sync/Owner/Health/Ready/Age columns, kstatus conditions."""
+    """Namespaced, status subresource, Cluster/Revision/Sync/Owner/Health/Ready/Age columns, kstatus
+    conditions."""
     crd = next(c for c in crds.manifests() if c["spec"]["names"]["kind"] == "Environment")
     assert crd["spec"]["group"] == "reconciler.dev"
     assert crd["spec"]["scope"] == "Namespaced"
