@@ -387,8 +387,10 @@ def test_environment_objects_events_and_logs_tell_the_story_without_leaking_secr
             check=True, capture_output=True, text=True, timeout=60,
         ).stdout  # fmt: skip
         header, row = table.splitlines()[:2]
-        assert header.split() == ["NAME", "REVISION", "SYNC", "HEALTH", "READY", "AGE"], table
-        assert row.split()[:5] == [env, fixed[:12], "Synced", "Healthy", "True"], table
+        columns = ["NAME", "CLUSTER", "REVISION", "SYNC", "OWNER", "HEALTH", "READY", "AGE"]
+        assert header.split() == columns, table
+        # no owner without sharding
+        assert row.split()[:7] == [env, "local", fixed[:12], "Synced", "<none>", "Healthy", "True"], table
         obj = kubectl_json(toolchain, kubeconfig, "get", "environment", "-n", "reconciler-system", env)
         assert obj["spec"]["path"] == "apps/staging"
         assert obj["status"]["revision"] == fixed
