@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from reconciler.health import Health, HealthStatus, assess
 from reconciler.kube.cache import LiveCache
@@ -28,6 +29,47 @@ WATCHED_POLL = 5.0
 
 
 STALE = Health(HealthStatus.PROGRESSING, "waiting for the watch to show the version just applied")
+
+
+@dataclass
+class _Waiting:
+    """One wait's objects: those still waited on, and those a watch event named since the last look."""
+
+    manifests: dict[ObjectKey, Manifest]
+    waiting: dict[ObjectKey, Health] = field(default_factory=dict)
+    dirty: set[ObjectKey] = field(default_factory=set)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    looked: bool = False
+
+    def on_event(self, _event: str, key: ObjectKey, _body: Body) -> None:
+        # before the first look every object counts (an event during it must not be lost)
+        if key in self.waiting or (not self.looked and key in self.manifests):
+            self.dirty.add(key)
+            self.changed.set()
+
+    def pending(self) -> list[Manifest]:
+        """The manifests still waited on."""
+        return [self.manifests[key] for key in self.waiting]
+
+    def to_check(self, full: bool) -> list[Manifest]:
+        """All manifests the first time; then every waiting one (``full``) or those events named."""
+        if not self.looked:
+            keys: Iterable[ObjectKey] = self.manifests
+        elif full:
+            keys = list(self.waiting)
+        else:
+            keys = [key for key in self.dirty if key in self.waiting]
+        self.dirty.clear()
+        return [self.manifests[key] for key in keys]
+
+    def update(self, healths: Mapping[ObjectKey, Health]) -> None:
+        """Take in what was assessed: a ready object leaves the wait."""
+        self.looked = True
+        for key, health in healths.items():
+            if health.ready:
+                self.waiting.pop(key, None)
+            else:
+                self.waiting[key] = health
 
 
 class HealthWatch:
@@ -93,52 +135,52 @@ class HealthWatch:
         applied: Mapping[ObjectKey, tuple[int, int]] | None = None,
     ) -> int:
         """Wait until every object is healthy (the number of objects); ``SyncFailedError``
-        (HealthCheckFailed) after ``timeout`` s, or after ``DEGRADED_GRACE`` s of a Degraded one."""
+        (HealthCheckFailed) after ``timeout`` s, or after ``DEGRADED_GRACE`` s of a Degraded one.
+
+        An object found ready is not looked at again (as kubectl wait). With watch caches, a watch
+        event re-assesses only the objects it names (thousands of objects each changing several times
+        would otherwise cost a full pass per event: quadratic); every object still waited on is
+        assessed again when no event came for a while."""
         started = time.monotonic()
-        changed = asyncio.Event()
-        waiting: dict[ObjectKey, Health] = {}
-
-        def on_event(_: str, key: ObjectKey, __: Body) -> None:
-            if key in waiting:
-                changed.set()
-
+        state = _Waiting({m.key: m for m in manifests})
         cache, own = self.cache, False
         if cache is not None:
-            cache.subscribe(on_event)
+            cache.subscribe(state.on_event)
         try:
-            delay = 0.1
-            pending = list(manifests)  # an object found ready is not looked at again (as kubectl wait)
+            delay, full = 0.1, True
             while True:
-                changed.clear()
-                healths = await self.healths(pending, applied, cache)
-                waiting = {key: h for key, h in healths.items() if not h.ready}
-                if not waiting:
+                state.changed.clear()
+                state.update(await self.healths(state.to_check(full), applied, cache))
+                if not state.waiting:
                     return len(manifests)
-                pending = [m for m in pending if m.key in waiting]
-                self._check_deadline(name, waiting, time.monotonic() - started, timeout)
+                self._check_deadline(name, state.waiting, time.monotonic() - started, timeout)
                 if cache is None:
                     # the one-shot CLI has no caches: watch the kinds still waited on for the rest of
                     # this wait (one LIST and one WATCH each) instead of listing them on every poll
-                    cache, own = await self._watch(pending, waiting), True
-                    cache.subscribe(on_event)
+                    cache, own = await self._watch(state.pending(), state.waiting), True
+                    cache.subscribe(state.on_event)
                     continue
-                watched = all(cache.watching(k) for k in waiting)
-                pause = WATCHED_POLL if watched else delay
-                remaining = max(0.05, timeout - (time.monotonic() - started))
-                degraded = any(h.status == HealthStatus.DEGRADED for h in waiting.values())
-                if degraded:
-                    remaining = max(0.05, min(timeout, DEGRADED_GRACE) - (time.monotonic() - started))
+                watched = all(cache.watching(k) for k in state.waiting)
                 try:
                     # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
-                    async with asyncio.timeout(min(pause, remaining)):
-                        await changed.wait()
+                    async with asyncio.timeout(self._pause(state, watched, delay, started, timeout)):
+                        await state.changed.wait()
+                    full = not watched
                 except TimeoutError:
-                    delay = min(delay * 1.5, 1.0)
+                    delay, full = min(delay * 1.5, 1.0), True
         finally:
             if cache is not None:
-                cache.unsubscribe(on_event)
+                cache.unsubscribe(state.on_event)
                 if own:
                     await cache.close()
+
+    @staticmethod
+    def _pause(state: _Waiting, watched: bool, delay: float, started: float, timeout: float) -> float:
+        """How long to wait for an event before assessing every waiting object again."""
+        remaining = max(0.05, timeout - (time.monotonic() - started))
+        if any(h.status == HealthStatus.DEGRADED for h in state.waiting.values()):
+            remaining = max(0.05, min(timeout, DEGRADED_GRACE) - (time.monotonic() - started))
+        return min(WATCHED_POLL if watched else delay, remaining)
 
     async def _watch(self, manifests: Sequence[Manifest], waiting: Mapping[ObjectKey, Health]) -> LiveCache:
         """A cache watching the kinds of the ``waiting`` objects (a kind not served, or whose first list
