@@ -147,7 +147,7 @@ class HealthWatch:
         if cache is not None:
             cache.subscribe(state.on_event)
         try:
-            delay, full = 0.1, True
+            delay, full, watched = 0.1, True, False
             while True:
                 state.changed.clear()
                 state.update(await self.healths(state.to_check(full), applied, cache))
@@ -160,7 +160,8 @@ class HealthWatch:
                     cache, own = await self._watch(state.pending(), state.waiting), True
                     cache.subscribe(state.on_event)
                     continue
-                watched = all(cache.watching(k) for k in state.waiting)
+                # the waiting set only shrinks: once all its kinds are watched, they stay watched
+                watched = watched or all(cache.watching(k) for k in state.waiting)
                 try:
                     # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
                     async with asyncio.timeout(self._pause(state, watched, delay, started, timeout)):
