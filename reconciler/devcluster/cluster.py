@@ -378,8 +378,20 @@ class Cluster:
                 step=f"stop {name}", message=f"pid {pid} is still running {timeout:.0f} s after SIGKILL"
             )
 
-    def _start_component(self, state: ClusterState, name: str, timeout: float) -> bool:
-        """Spawn ``name`` unless it runs, then wait until it is ready; whether it was spawned."""
+    def _start_component(self, state: ClusterState, name: str, timeout: float, attempts: int = 5) -> bool:
+        """Spawn ``name`` unless it runs, then wait until it is ready; whether it was spawned. A port
+        of its own found taken (a restart must keep its port: clients know it) is tried again a
+        second later, a few times: another process may hold it briefly."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(state, name, timeout)
+            except PortClashError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1.0)  # dev-cluster tooling, not the daemon: a plain wait between attempts
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_once(self, state: ClusterState, name: str, timeout: float) -> bool:
         spawned = not _pid_runs(state.pids[name], state.executables[name])
         if spawned:
             command = state.commands[name]
