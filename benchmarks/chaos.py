@@ -68,12 +68,6 @@ ENVIRONMENTS = ("a", "b", "c")
 CONTROL = "chaos-system"
 OUTSIDE = "chaos-outside"
 FAULTS = ("git", "apiserver", "sigkill", "sigterm", "flood", "pushes")
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "chaos",
-    "GIT_AUTHOR_EMAIL": "chaos@example.invalid",
-    "GIT_COMMITTER_NAME": "chaos",
-    "GIT_COMMITTER_EMAIL": "chaos@example.invalid",
-}
 Log = Callable[[str], None]
 
 
@@ -144,6 +138,10 @@ class Report:
             out(f"  {line}")
 
 
+def _git(*args: str, cwd: Path) -> str:
+    return gitserver.git(*args, cwd=cwd, author="chaos", timeout=60)
+
+
 def _distribution(values: list[float]) -> str:
     if not values:
         return "n=0"
@@ -156,18 +154,6 @@ def _distribution(values: list[float]) -> str:
         f"n={len(ordered)} min {ordered[0]:.2f} p50 {statistics.median(ordered):.2f} "
         f"p90 {pct(0.9):.2f} p99 {pct(0.99):.2f} max {ordered[-1]:.2f}"
     )
-
-
-def _git(*args: str, cwd: Path) -> str:
-    return subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **IDENTITY},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
 
 
 def _epoch(timestamp: str) -> float:

@@ -50,28 +50,14 @@ from tests.tcpproxy import DelayProxy, proxied_kubeconfig, server_address
 
 T = TypeVar("T")
 NAMESPACE = "bench-clusters"
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "b@x.invalid",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "b@x.invalid",
-}
+
+
+def git(*args: str, cwd: Path) -> str:
+    return gitserver.git(*args, cwd=cwd, author="bench", timeout=120)
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **IDENTITY},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.strip()
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -171,7 +157,6 @@ class Repository:
         result = subprocess.run(
             ["git", "push", "origin", "main"],
             cwd=self.work,
-            env={**os.environ, **IDENTITY},
             capture_output=True,
             text=True,
             check=True,

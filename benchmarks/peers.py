@@ -75,14 +75,12 @@ TOOLS = ("cli", "kubectl", "daemon", "floor")
 USER_AGENTS = {"cli": "reconciler/", "kubectl": "kubectl", "daemon": "reconciler/", "floor": "peers-floor"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 SECRET = "peers-benchmark-webhook-secret-0123456789"  # noqa: S105 (a throwaway local server)
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "b@x.invalid",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "b@x.invalid",
-}
 _SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def git(*args: str, cwd: Path) -> str:
+    return gitserver.git(*args, cwd=cwd, author="bench", timeout=300)
 
 
 def log(message: str) -> None:
@@ -132,18 +130,6 @@ def run_child(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path |
     return Child(
         process.returncode, seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text[-2000:]
     )
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **IDENTITY},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    ).stdout.strip()
 
 
 def write_environment(directory: Path, objects: list[dict[str, Any]]) -> None:

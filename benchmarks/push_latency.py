@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import statistics
 import subprocess
@@ -32,24 +31,10 @@ from reconciler.devcluster.cluster import free_port
 from reconciler.kube import KubeClient
 
 NAMESPACE = "bench-push"
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "b@x.invalid",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "b@x.invalid",
-}
 
 
 def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **IDENTITY},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.strip()
+    return gitserver.git(*args, cwd=cwd, author="bench", timeout=120)
 
 
 def write_env(work: Path, index: int, version: int) -> None:

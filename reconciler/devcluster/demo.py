@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -37,28 +36,13 @@ from reconciler.devcluster.build import cache_root, ensure_toolchain
 from reconciler.devcluster.cluster import Cluster, free_port
 from reconciler.devcluster.provisioner import VolumeProvisioner
 
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "reconciler demo",
-    "GIT_AUTHOR_EMAIL": "demo@reconciler.invalid",
-    "GIT_COMMITTER_NAME": "reconciler demo",
-    "GIT_COMMITTER_EMAIL": "demo@reconciler.invalid",
-}
-
 
 def say(message: str) -> None:
     print(message, flush=True)
 
 
 def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **GIT_IDENTITY},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout.strip()
+    return gitserver.git(*args, cwd=cwd, author="reconciler demo")
 
 
 ADDONS = "cluster-addons-crds"  # the add-on CRDs (Istio, ServiceMonitor) other systems' objects need

@@ -4,11 +4,29 @@ that sends the daemon a signed webhook for every push."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+def git(*args: str, cwd: Path, author: str = "reconciler demo", timeout: float = 120.0) -> str:
+    """Run ``git`` in ``cwd`` as ``author`` (a local test identity, ``<author>@reconciler.invalid``);
+    its stdout, stripped. Used by the demo and the benchmarks to build and push their repositories."""
+    email = author.replace(" ", "-") + "@reconciler.invalid"
+    identity = {"GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": email}
+    identity |= {"GIT_COMMITTER_NAME": author, "GIT_COMMITTER_EMAIL": email}
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env={**os.environ, **identity},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+    ).stdout.strip()
 
 
 def serve(base: Path, port: int, *, timeout: float = 20.0) -> subprocess.Popen[bytes]:
