@@ -188,8 +188,12 @@ def test_three_replicas_share_sixty_environments_and_hand_them_over_without_over
         print(
             f"SIGKILL -> push applied everywhere in {time.monotonic() - killed:.2f} s (lease {LEASE:.0f} s)"
         )
-        survivors = owners(replicas[0])
-        assert identities[2] not in survivors.values()
+        # the owners' status writes follow their objects' writes: wait for them, with a deadline
+        survivors = wait_for(
+            lambda: (view := owners(replicas[0])) and identities[2] not in view.values() and view,
+            timeout=10,
+            what="the killed replica's environments shown with their new owners",
+        )
         assert_no_interleaving(audit_writes(cluster, mark, namespace))
 
         # bring it back: about a third moves back, again without overlap
