@@ -1,6 +1,6 @@
 """Benchmark (issue 17): one workload to Healthy through reconciler and its peers, side by side.
 
-    .venv/bin/python -m benchmarks.peers [--rounds 3] [--objects 1000] [--keep]
+    .venv/bin/python -m benchmarks.peers [--rounds 3] [--objects 1000] [--tools cli,kubectl,...] [--keep]
 
 The workload is N/10 namespaces, each holding a 10-object app (benchmarks.sync_1000.app), so 1,000
 objects by default (``--objects 5000`` for the large case). Every round, with fresh namespaces per tool
@@ -10,6 +10,8 @@ objects by default (``--objects 5000`` for the large case). Every round, with fr
   when everything is applied and Healthy.
 - ``kubectl``: ``kubectl apply --server-side`` of the same objects (already rendered), then
   ``kubectl wait --for=condition=Available`` on the Deployments.
+- ``kubectl-k``: the same with ``-k`` on the kustomization the CLI gets: kubectl renders it with its
+  built-in kustomize, so both start from the same input (the CLI's wall time includes its render).
 - ``daemon``: ``reconciler run`` against a local Git repository served over git:// (git daemon) with the
   post-receive hook that sends a signed webhook. The daemon is started for its slot only (so it does
   not burn CPU watching the other tools' objects), on a repository whose environment holds one of the
@@ -71,8 +73,14 @@ from reconciler.kube.errors import NotFoundError
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
-TOOLS = ("cli", "kubectl", "daemon", "floor")
-USER_AGENTS = {"cli": "reconciler/", "kubectl": "kubectl", "daemon": "reconciler/", "floor": "peers-floor"}
+TOOLS = ("cli", "kubectl", "kubectl-k", "daemon", "floor")
+USER_AGENTS = {
+    "cli": "reconciler/",
+    "kubectl": "kubectl",
+    "kubectl-k": "kubectl",
+    "daemon": "reconciler/",
+    "floor": "peers-floor",
+}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 SECRET = "peers-benchmark-webhook-secret-0123456789"  # noqa: S105 (a throwaway local server)
 _SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
@@ -114,21 +122,29 @@ class Child:
     cpu: float
     rss_mib: float
     stderr: str = ""
+    stdout: str = ""
 
 
 def run_child(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Child:
-    """Run a command to completion; its wall time, CPU (user + system, waited children included) and
-    peak RSS from os.wait4."""
-    with tempfile.TemporaryFile() as err:
+    """Run a command to completion; its wall time, CPU (user + system, waited children included),
+    peak RSS from os.wait4, and its standard output."""
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
         started = time.perf_counter()
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=cwd)
+        process = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=cwd)
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode(errors="replace")
+        out.seek(0)
+        stdout = out.read().decode(errors="replace")
     return Child(
-        process.returncode, seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text[-2000:]
+        process.returncode,
+        seconds,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        text[-2000:],
+        stdout,
     )
 
 
@@ -226,7 +242,7 @@ class Bench:
 
     @property
     def namespaces(self) -> int:
-        return max(1, self.args.objects // 10)
+        return max(1, int(self.args.objects) // 10)
 
     # -- (a) the one-shot CLI --------------------------------------------------------------------
     async def cli(self, name: str, directory: Path) -> Figures:
@@ -246,6 +262,8 @@ class Bench:
             "900",
             "--render-timeout",
             "900",
+            "--output",
+            "json",
         ]
         env = {**os.environ, "RECONCILER_KUSTOMIZE": str(self.kustomize)}
         mark = await self.meter.mark()
@@ -253,14 +271,29 @@ class Bench:
         figures = Figures(child.seconds, child.cpu, child.rss_mib, ok=child.code == 0)
         if child.code != 0:
             log(f"reconciler sync {name} exited {child.code}: {child.stderr}")
+        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+            output = json.loads(child.stdout)
+            result = output[0] if isinstance(output, list) else output
+            durations = {str(k): float(v) for k, v in result["durations"].items()}
+            # the write phase: reading live state, the dry-run validation and the applies; no render,
+            # no health waits (kubectl's apply alone is its counterpart)
+            figures.extra["write_seconds"] = sum(durations.get(k, 0.0) for k in ("plan", "validate", "apply"))
+            figures.extra["render_seconds"] = durations.get("render", 0.0)
         await self.meter.since(mark, USER_AGENTS["cli"], figures)
         return figures
 
     # -- (b) kubectl apply --server-side + kubectl wait ----------------------------------------------
-    async def kubectl(self, name: str, objects: list[dict[str, Any]]) -> Figures:
+    async def kubectl(self, name: str, objects: list[dict[str, Any]], *, kustomize: bool = False) -> Figures:
+        """kubectl apply --server-side + wait: of the rendered objects, or (``kustomize``) of the same
+        kustomization the CLI gets (``-k``: kubectl renders it with its built-in kustomize)."""
         directory = self.root / "kubectl" / name
         directory.mkdir(parents=True)
-        (directory / "all.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+        if kustomize:
+            write_environment(directory, objects)
+            source = ["-k", str(directory)]
+        else:
+            (directory / "all.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+            source = ["-f", str(directory / "all.yaml")]
         deployments = [o for o in objects if o["kind"] == "Deployment"]
         (directory / "deployments.yaml").write_text(yaml.safe_dump_all(deployments, sort_keys=False))
         base = [str(KUBECTL), "--kubeconfig", str(self.kubeconfig)]
@@ -272,8 +305,7 @@ class Bench:
                 "--server-side",
                 "--field-manager",
                 "peers-kubectl",
-                "-f",
-                str(directory / "all.yaml"),
+                *source,
             ]
         )
         wait = run_child(
@@ -478,47 +510,64 @@ def verbs(counters: list[Counter[str]]) -> str:
 
 
 def report(results: dict[str, list[Figures]], resyncs: dict[str, Figures], objects: int) -> None:
-    print(f"\n== {objects} objects per tool and round, {len(results['cli'])} round(s); median [min-max] ==")
-    header = f"{'tool':<9}{'wall s':>22}{'client CPU s':>22}{'peak RSS MiB':>22}{'requests':>22}  ok"
+    rounds = max(len(runs) for runs in results.values())
+    print(f"\n== {objects} objects per tool and round, {rounds} round(s); median [min-max] ==")
+    header = f"{'tool':<10}{'wall s':>21}{'client CPU s':>22}{'peak RSS MiB':>22}{'requests':>22}  ok"
     print(header)
-    for tool in TOOLS:
-        runs = results[tool]
+    for tool, runs in results.items():
         print(
-            f"{tool:<9}{spread([r.seconds for r in runs]):>22}{spread([r.cpu for r in runs], '{:.2f}'):>22}"
+            f"{tool:<10}{spread([r.seconds for r in runs]):>21}{spread([r.cpu for r in runs], '{:.2f}'):>22}"
             f"{spread([r.rss_mib for r in runs], '{:.0f}'):>22}"
             f"{spread([float(r.requests) for r in runs], '{:.0f}'):>22}  {sum(r.ok for r in runs)}/{len(runs)}"
         )
-    kubectl = results["kubectl"]
-    print(
-        f"kubectl apply --server-side alone: {spread([r.extra['apply_seconds'] for r in kubectl])} s, "
-        f"CPU {spread([r.extra['apply_cpu'] for r in kubectl], '{:.2f}')} s"
-    )
-    floor = results["floor"]
-    print(
-        f"floor writes then kubectl wait (the controllers' part, untimed above): "
-        f"{spread([r.seconds + r.extra.get('settle_seconds', 0.0) for r in floor])} s"
-    )
-    daemon = [
-        r.extra["rss_with_children_mib"] for r in results["daemon"] if "rss_with_children_mib" in r.extra
-    ]
-    print(
-        "daemon peak RSS: own VmHWM above (start to Healthy); with kustomize children "
-        f"{spread(daemon, '{:.0f}')} MiB"
-    )
-    ratios = [c.seconds / k.seconds for c, k in zip(results["cli"], kubectl, strict=True) if k.seconds]
-    dratios = [d.seconds / k.seconds for d, k in zip(results["daemon"], kubectl, strict=True) if k.seconds]
-    print(
-        f"wall ratio to kubectl apply + wait (same round): cli {spread(ratios, '{:.2f}')}, "
-        f"daemon {spread(dratios, '{:.2f}')}"
-    )
+    for tool in ("kubectl", "kubectl-k"):
+        if results.get(tool):
+            print(
+                f"{tool} apply --server-side alone: "
+                f"{spread([r.extra['apply_seconds'] for r in results[tool]])} s, "
+                f"CPU {spread([r.extra['apply_cpu'] for r in results[tool]], '{:.2f}')} s"
+            )
+    if results.get("cli"):
+        cli = results["cli"]
+        print(
+            f"cli write phase (plan + validate + apply, no render, no health waits): "
+            f"{spread([r.extra.get('write_seconds', 0.0) for r in cli], '{:.2f}')} s; "
+            f"render {spread([r.extra.get('render_seconds', 0.0) for r in cli], '{:.2f}')} s"
+        )
+        for tool in ("kubectl", "kubectl-k"):
+            if results.get(tool):
+                pairs = zip(cli, results[tool], strict=False)
+                ratios = [c.extra.get("write_seconds", 0.0) / k.extra["apply_seconds"] for c, k in pairs]
+                print(f"  write phase ratio to {tool} apply (same round): {spread(ratios, '{:.2f}')}")
+    if results.get("floor"):
+        print(
+            f"floor writes then kubectl wait (the controllers' part, untimed above): "
+            f"{spread([r.seconds + r.extra.get('settle_seconds', 0.0) for r in results['floor']])} s"
+        )
+    if results.get("daemon"):
+        daemon = [
+            r.extra["rss_with_children_mib"] for r in results["daemon"] if "rss_with_children_mib" in r.extra
+        ]
+        print(
+            "daemon peak RSS: own VmHWM above (start to Healthy); with kustomize children "
+            f"{spread(daemon, '{:.0f}')} MiB"
+        )
+    for baseline in ("kubectl", "kubectl-k"):
+        walls = {
+            tool: [t.seconds / k.seconds for t, k in zip(results[tool], results[baseline], strict=False)]
+            for tool in ("cli", "daemon")
+            if results.get(tool) and results.get(baseline)
+        }
+        if walls:
+            shown = ", ".join(f"{tool} {spread(values, '{:.2f}')}" for tool, values in walls.items())
+            print(f"wall ratio to {baseline} apply + wait (same round): {shown}")
     print("\nrequests by verb (writes: audit log, this tool's user agent; dry-run: audit log;")
     print("reads: apiserver_request_total GET/LIST on the workload's kinds, all clients in the window)")
-    for tool in TOOLS:
-        runs = results[tool]
-        print(f"  {tool:<8} writes   {verbs([r.writes for r in runs])}")
-        print(f"  {'':<8} dry-run  {verbs([r.dry_run for r in runs])}")
-        print(f"  {'':<8} reads    {verbs([r.reads for r in runs])}")
-        print(f"  {'':<8} per object {spread([r.requests / objects for r in runs], '{:.2f}')}")
+    for tool, runs in results.items():
+        print(f"  {tool:<9} writes   {verbs([r.writes for r in runs])}")
+        print(f"  {'':<9} dry-run  {verbs([r.dry_run for r in runs])}")
+        print(f"  {'':<9} reads    {verbs([r.reads for r in runs])}")
+        print(f"  {'':<9} per object {spread([r.requests / objects for r in runs], '{:.2f}')}")
     print("\nCLI re-syncs of the last CLI environment")
     for label, figures in resyncs.items():
         print(
@@ -532,7 +581,7 @@ async def run(args: argparse.Namespace) -> None:
     tools = ensure_toolchain(log)
     namespaces = max(1, args.objects // 10)
     # kwok nodes take 110 pods each; every tool's Deployments stay until the cluster is removed
-    pods = namespaces * len(TOOLS) * args.rounds
+    pods = namespaces * len(args.tools) * args.rounds
     others = [c.name for c in list_clusters() if c.name != args.cluster and c.status().state != "stopped"]
     if others:
         log(f"other local clusters are running ({', '.join(others)}): they share these cores")
@@ -550,7 +599,7 @@ async def run(args: argparse.Namespace) -> None:
                 bench.setup_git()
                 try:
                     results = await rounds(bench, args)
-                    resyncs = await cli_resyncs(bench, args.rounds - 1)
+                    resyncs = await cli_resyncs(bench, args.rounds - 1) if "cli" in args.tools else {}
                 finally:
                     bench.git_server.terminate()
                     bench.git_server.wait(10)
@@ -566,9 +615,10 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def rounds(bench: Bench, args: argparse.Namespace) -> dict[str, list[Figures]]:
-    results: dict[str, list[Figures]] = {tool: [] for tool in TOOLS}
+    tools: tuple[str, ...] = tuple(args.tools)
+    results: dict[str, list[Figures]] = {tool: [] for tool in tools}
     for number in range(args.rounds):
-        order = TOOLS[number % len(TOOLS) :] + TOOLS[: number % len(TOOLS)]
+        order = tools[number % len(tools) :] + tools[: number % len(tools)]
         for tool in order:
             name = f"peers-{tool}-r{number}"
             objects = workload(name, bench.namespaces)
@@ -579,6 +629,8 @@ async def rounds(bench: Bench, args: argparse.Namespace) -> dict[str, list[Figur
                 figures = await bench.cli(name, directory)
             elif tool == "kubectl":
                 figures = await bench.kubectl(name, objects)
+            elif tool == "kubectl-k":
+                figures = await bench.kubectl(name, objects, kustomize=True)
             elif tool == "daemon":
                 figures = await bench.daemon(name, objects)
             else:
@@ -612,9 +664,19 @@ def main() -> None:
     parser.add_argument(
         "--objects", type=int, default=1000, help="objects per tool and round (10 per namespace)"
     )
+    parser.add_argument(
+        "--tools",
+        type=lambda text: [t for t in text.split(",") if t],
+        default=list(TOOLS),
+        help=f"comma-separated tools to run (default: all of {','.join(TOOLS)})",
+    )
     parser.add_argument("--cluster", default="peers", help="name of the local cluster to start")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+    unknown = sorted(set(args.tools) - set(TOOLS))
+    if unknown:
+        parser.error(f"unknown tools: {', '.join(unknown)} (choose from {', '.join(TOOLS)})")
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

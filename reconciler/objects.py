@@ -87,7 +87,10 @@ def content_hash(body: Body) -> str:
 
 @dataclass(frozen=True)
 class Manifest:
-    """One desired object as rendered from Git, with where it came from."""
+    """One desired object as rendered from Git, with where it came from.
+
+    Bodies are never mutated in place: derived manifests share parts of their bodies with the ones
+    they came from (``mark_owned``), so a change goes to a copy (``copy_body``) or a new dict."""
 
     body: Body
     source: str = ""

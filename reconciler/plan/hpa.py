@@ -36,9 +36,8 @@ def release_autoscaled_replicas(manifests: Sequence[Manifest]) -> list[Manifest]
     for manifest in manifests:
         spec = manifest.body.get("spec")
         if manifest.key in targets and isinstance(spec, dict) and "replicas" in spec:
-            body = manifest.copy_body()
-            del body["spec"]["replicas"]
-            result.append(manifest.with_body(body))
+            released = {field: value for field, value in spec.items() if field != "replicas"}
+            result.append(manifest.with_body({**manifest.body, "spec": released}))
         else:
             result.append(manifest)
     return result

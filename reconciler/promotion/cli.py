@@ -36,15 +36,6 @@ from reconciler.console import (
     print_data,
     print_table,
 )
-from reconciler.promotion import sshsig
-from reconciler.promotion.signing import (
-    KEY_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    make_body,
-    read_message,
-    signature,
-)
 
 OPEN_PHASES = ("Pending", "Approved")
 PANEL = "Promotions"
@@ -89,6 +80,11 @@ def _call(
 
 def _signature_headers(args: Caller, data: bytes) -> dict[str, str]:
     """``data`` signed with the caller's SSH key (file or agent), or an integration's secret."""
+    # imported here: signing brings pydantic models and cryptography, which every other command
+    # (``reconciler sync`` among them) would pay for at start-up
+    from reconciler.promotion import sshsig  # noqa: PLC0415
+    from reconciler.promotion.signing import KEY_HEADER, SIGNATURE_HEADER, signature  # noqa: PLC0415
+
     if args.secret_file:
         try:
             secret = Path(args.secret_file).read_text(encoding="utf-8").strip()
@@ -111,12 +107,16 @@ def _signature_headers(args: Caller, data: bytes) -> dict[str, str]:
 
 
 def _signed(args: Caller, action: str, **fields: Any) -> tuple[bytes, dict[str, str]]:
+    from reconciler.promotion.signing import make_body  # noqa: PLC0415
+
     body = make_body(action, args.identity, **fields)
     return body, _signature_headers(args, body)
 
 
 def _get(args: Caller, path: str) -> Any:
     """A signed read (promotions name people, so reads are signed like calls)."""
+    from reconciler.promotion.signing import TIMESTAMP_HEADER, read_message  # noqa: PLC0415
+
     timestamp = str(int(time.time()))
     headers = _signature_headers(args, read_message("GET", path, timestamp))
     return _call(args.server, "GET", path, headers={**headers, TIMESTAMP_HEADER: timestamp})

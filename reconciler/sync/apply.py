@@ -99,8 +99,7 @@ class Applier:
             body = manifest.body
             if planned.live is None and planned.initial_replicas is not None:
                 # created at the size the autoscaler will keep it at; handed over on the next apply
-                body = manifest.copy_body()
-                body.setdefault("spec", {})["replicas"] = planned.initial_replicas
+                body = {**body, "spec": {**(body.get("spec") or {}), "replicas": planned.initial_replicas}}
             applied = await self.client.apply(body, apply_options(manifest))
         except ImmutableFieldError as exc:
             if manifest.annotation(RECREATE_ANNOTATION).lower() != "true":

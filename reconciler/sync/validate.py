@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Sequence
 
 from reconciler import retry
@@ -20,6 +21,7 @@ from reconciler.objects import (
     FORCE_CONFLICTS_ANNOTATION,
     RECREATE_ANNOTATION,
     Action,
+    Body,
     ChangeSetEntry,
     Manifest,
     ObjectKey,
@@ -114,31 +116,42 @@ class Validator:
     async def dry_run_all(
         self, objects: Sequence[PlannedObject], concurrency: int, *, stand_in: bool = False
     ) -> list[tuple[ObjectKey, str]]:
-        """Dry-run every object (with ``stand_in``: in the stand-in namespace); the refusals."""
+        """Dry-run every object (with ``stand_in``: in the stand-in namespace); the refusals.
+
+        Objects whose stand-in requests are identical (the same app in many new namespaces: only the
+        namespace differed) are dry-run once, and that answer stands for each of them: a dry-run writes
+        nothing, so the same request gets the same verdict."""
         semaphore = asyncio.Semaphore(concurrency)
         failures: list[tuple[ObjectKey, str]] = []
 
-        async def one(planned: PlannedObject) -> None:
-            body = planned.manifest.body
-            if stand_in:
-                body = planned.manifest.copy_body()
-                body["metadata"]["namespace"] = STAND_IN_NAMESPACE
+        async def one(group: Sequence[PlannedObject], body: Body) -> None:
+            first = group[0]
             async with semaphore:
                 try:
-                    answer = await self.client.apply(body, apply_options(planned.manifest, dry_run=True))
+                    answer = await self.client.apply(body, apply_options(first.manifest, dry_run=True))
                 except ImmutableFieldError as exc:
-                    if planned.manifest.annotation(RECREATE_ANNOTATION).lower() == "true":
-                        planned.plan = Plan.RECREATE
-                    else:
-                        failures.append((planned.key, exc.api_message + IMMUTABLE_ADVICE))
+                    for planned in group:
+                        if planned.manifest.annotation(RECREATE_ANNOTATION).lower() == "true":
+                            planned.plan = Plan.RECREATE
+                        else:
+                            failures.append((planned.key, exc.api_message + IMMUTABLE_ADVICE))
                     return
                 except KubeError as exc:
-                    failures.append((planned.key, exc.api_message))
+                    failures.extend((planned.key, exc.api_message) for planned in group)
                     return
                 if not stand_in:
-                    planned.dry_run = answer
+                    first.dry_run = answer
 
-        await asyncio.gather(*(one(p) for p in objects))
+        if stand_in:
+            groups: dict[str, tuple[list[PlannedObject], Body]] = {}
+            for planned in objects:
+                body = planned.manifest.body
+                body = {**body, "metadata": {**body["metadata"], "namespace": STAND_IN_NAMESPACE}}
+                groups.setdefault(json.dumps(body, sort_keys=True), ([], body))[0].append(planned)
+            requests = [one(group, body) for group, body in groups.values()]
+        else:
+            requests = [one([planned], planned.manifest.body) for planned in objects]
+        await asyncio.gather(*requests)
         return sorted(failures)
 
 

@@ -88,6 +88,27 @@ def test_ties_break_by_namespace_then_name() -> None:
     assert apply_order(inputs) == apply_order(list(reversed(inputs)))
 
 
+def test_namespaces_go_one_after_another_each_in_kind_order_cluster_scoped_first() -> None:
+    """Every namespace's objects in kind order before the next namespace's, so the first workloads are
+    written without waiting for every namespace's configuration; cluster-scoped objects lead."""
+    inputs = [
+        m(kind, kind.lower(), namespace, "apps/v1" if kind == "Deployment" else "v1")
+        for namespace in ("b", "a")
+        for kind in ("Deployment", "Service", "ConfigMap", "ServiceAccount")
+    ] + [m("ClusterRole", "reader", "", "rbac.authorization.k8s.io/v1")]
+    assert [(x.key.namespace, x.key.kind) for x in apply_order(inputs)] == [
+        ("", "ClusterRole"),
+        ("a", "ServiceAccount"),
+        ("a", "ConfigMap"),
+        ("a", "Service"),
+        ("a", "Deployment"),
+        ("b", "ServiceAccount"),
+        ("b", "ConfigMap"),
+        ("b", "Service"),
+        ("b", "Deployment"),
+    ]
+
+
 def test_waves_split_stages_lowest_first() -> None:
     """Objects annotated with a wave go in their own stage; negative waves come before wave 0."""
     stages = plan_stages(
