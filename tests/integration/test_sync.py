@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from reconciler.health import HealthStatus
 from reconciler.inventory import InventoryStore
 from reconciler.kube import ApplyOptions, KubeClient
+from reconciler.kube.errors import NotFoundError
 from reconciler.objects import Action, ObjectKey
 from reconciler.plan.prune import PruneOptions
 from reconciler.sync import Engine, SyncOptions, SyncResult
@@ -224,6 +226,60 @@ async def test_one_invalid_object_among_fifty_means_zero_writes(
     assert writes == {}, f"writes despite a refused revision: {writes}"
     assert await kube.get("v1", "ConfigMap", namespace, "cm-0") is None
     assert await InventoryStore(kube).load(repo.name) is None
+
+
+async def test_one_app_in_many_new_namespaces_is_dry_run_once_per_distinct_request(
+    engine: Engine, repo: EnvRepo, kube: KubeClient, namespace: str, audit: AuditLog
+) -> None:
+    """The same objects in three namespaces the sync creates become the same stand-in request: each
+    distinct one is dry-run once (not once per namespace), everything is still created; and a refusal
+    of a shared request names every object it stood for, with nothing written."""
+    spaces = [f"{namespace}-n{i}" for i in range(3)]
+    objects: list[dict[str, Any]] = []
+    for space in spaces:
+        objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": space}})
+        objects.append(config_map("settings", space, LOG_LEVEL="info"))
+        objects.append(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": space}}
+        )
+    try:
+        repo.set_objects(objects)
+        patches = sum(n for (verb, _), n in kube.requests.items() if verb == "PATCH")
+        start = audit.mark()
+        result = await sync(engine, repo)
+        writes = await audit.writes(kube, start)
+        sent = sum(n for (verb, _), n in kube.requests.items() if verb == "PATCH") - patches
+        assert result.condition == "Ready", result.message
+        assert {k for k, v in actions(result).items() if v == "created"} >= {
+            f"{kind}/{space}/{name}" for space in spaces for kind, name in (("ConfigMap", "settings"),)
+        }
+        for space in spaces:
+            assert await kube.get("v1", "ServiceAccount", space, "app") is not None
+        # 3 Namespaces (each its own object) + 2 distinct stand-in requests, instead of 3 + 6
+        assert sent - writes["patch"] == 5, (sent, writes)
+
+        bad = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "bad", "namespace": ""},
+            "spec": {"ports": [{"port": 99999}]},
+        }
+        more = [f"{namespace}-m{i}" for i in range(2)]
+        spaces += more
+        refused = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": space}} for space in more]
+        refused += [{**bad, "metadata": {"name": "bad", "namespace": space}} for space in more]
+        repo.set_objects(objects + refused)
+        start = audit.mark()
+        result = await sync(engine, repo)
+        assert result.reason == "ValidationFailed"
+        for space in more:
+            assert f"Service/{space}/bad" in result.message
+        assert await audit.writes(kube, start) == {}
+        assert await kube.get("v1", "Namespace", "", more[0]) is None
+    finally:
+        for space in spaces:
+            with contextlib.suppress(NotFoundError):
+                await kube.request("DELETE", f"/api/v1/namespaces/{space}")
 
 
 async def test_empty_or_failed_render_prunes_nothing_and_keeps_state(
