@@ -8,6 +8,7 @@ the scheduler and kwok (Pods bound and Ready), the apiextensions server (CRDs), 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from reconciler.devcluster import Cluster
 from reconciler.devcluster.build import Toolchain
+from reconciler.kube import KubeClient
+from reconciler.kube.errors import ForbiddenError, UnauthorizedError
 from tests.helpers import eventually
 from tests.support import custom_resource_definition
 
@@ -232,3 +235,40 @@ async def test_service_account_token_without_binding_is_forbidden(
             return True
 
         await eventually(allowed, timeout=30, what="the RoleBinding to grant access")
+
+
+async def test_our_client_authenticates_with_the_pod_token_and_impersonates_on_request(
+    api_client: client.ApiClient, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """reconciler's KubeClient sends requests itself (not through call_api): in-cluster, the service
+    account's token from its file is what the API server sees (a 403 naming the account, not a 401),
+    a wrong token is a 401, and an impersonated client is seen as the user it impersonates."""
+    core = client.CoreV1Api(api_client)
+    await core.create_namespaced_service_account(namespace, {"metadata": {"name": "robot"}})
+    issued = await core.create_namespaced_service_account_token(
+        "robot", namespace, {"spec": {"expirationSeconds": 600}}
+    )
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text(issued.status.token)
+    shutil.copyfile(api_client.configuration.ssl_ca_cert, account / "ca.crt")
+    host, port = str(api_client.configuration.host).removeprefix("https://").rsplit(":", 1)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    monkeypatch.setenv("RECONCILER_SERVICEACCOUNT_DIR", str(account))
+    robot = KubeClient.in_cluster()
+    try:
+        with pytest.raises(ForbiddenError, match=f"system:serviceaccount:{namespace}:robot"):
+            await robot.request("GET", f"/api/v1/namespaces/{namespace}/configmaps")
+        with pytest.raises(ForbiddenError, match="cannot impersonate"):
+            # the header is sent: the robot may not impersonate, and is refused for trying
+            await robot.impersonating(f"someone-{namespace}").request("GET", "/api/v1/namespaces")
+    finally:
+        await robot.close()
+    (account / "token").write_text("not-a-token")
+    stranger = KubeClient.in_cluster()
+    try:
+        with pytest.raises(UnauthorizedError):
+            await stranger.request("GET", f"/api/v1/namespaces/{namespace}/configmaps")
+    finally:
+        await stranger.close()
