@@ -75,6 +75,7 @@ class Engine:
         self.cache = cache
         self.renderer = renderer or Renderer()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._running = 0  # syncs in progress (the last one to end stops the health waits' watches)
         self.access = AccessCheck(client, cache)
         self.live = LiveState(client, cache)
         self.validator = Validator(client)
@@ -149,6 +150,7 @@ class Engine:
         hidden = secret_values(m.body for m in manifests)
         self.corrector.hide(options.environment, hidden)
         async with self.lock(options.environment):
+            self._running += 1
             try:
                 await self._sync(manifests, options, progress, result)
             except SyncFailedError as failure:
@@ -160,6 +162,10 @@ class Engine:
                 reason = Reason.CLUSTER_UNREACHABLE if exc.retryable else Reason.API_ERROR
                 result.end(Condition.STALLED, reason, scrub(str(exc), hidden))
                 progress(f"{reason}: {result.message}")
+            finally:
+                self._running -= 1
+                if not self._running:
+                    await self.health.release()
         if hidden:
             result.changeset.entries = [
                 replace(e, message=scrub(e.message, hidden)) if e.message else e
@@ -242,10 +248,10 @@ class Engine:
                 progress(f"stage {stage.name}: applied {len(written)} objects")
                 if stage.wait and options.wait:
                     with _timed(result, "health"):
-                        count = await self.health.wait(
+                        healthy = await self.health.wait(
                             stage.name, stage.manifests, options.health_timeout, _applied_versions(objects)
                         )
-                    progress(f"stage {stage.name}: {count} objects healthy")
+                    progress(f"stage {stage.name}: {len(healthy)} objects healthy")
                 result.durations[f"stage {stage.name}"] = time.monotonic() - clock
         finally:
             result.durations["apply"] = time.monotonic() - started - result.durations.get("health", 0.0)
@@ -281,15 +287,18 @@ class Engine:
     ) -> None:
         """Health of everything, and the environment's condition. What this sync did not write and was
         healthy when the plan stage read it is taken from that read (no second pass, no request); the
-        rest is read (and, for a one-shot sync, waited for) again."""
+        rest is read again, or waited for (a one-shot sync): the wait's verdicts are the health then."""
         healths = {key: assess(p.live) for key, p in objects.items() if not p.writes}
         again = [objects[key].manifest for key in objects if objects[key].writes or not healths[key].ready]
         with _timed(result, "health"):
             if again and options.wait and options.wait_for_all:
                 try:
-                    await self.health.wait(
-                        "all objects", again, options.health_timeout, _applied_versions(objects)
+                    healths.update(
+                        await self.health.wait(
+                            "all objects", again, options.health_timeout, _applied_versions(objects)
+                        )
                     )
+                    again = []
                 except SyncFailedError as failure:
                     progress(failure.message)
             if again:

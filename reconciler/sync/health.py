@@ -2,9 +2,9 @@
 healthy, with a deadline that names every object still waiting and why.
 
 Waits are driven by the watch caches: the waiter wakes when an event arrives for an object it waits on,
-so a Deployment that becomes Available is seen at once and an unchanged one costs no request. Kinds not
-watched (the one-shot CLI has no caches) are read with one LIST per kind per poll, never a GET per
-object.
+so a Deployment that becomes Available is seen at once and an unchanged one costs no request. The
+one-shot CLI has no caches: its first look at a kind is one LIST, after which the kind is watched for
+the rest of the sync (later stages and the final health read it from there), never a GET per object.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class _Waiting:
 
     manifests: dict[ObjectKey, Manifest]
     waiting: dict[ObjectKey, Health] = field(default_factory=dict)
+    last: dict[ObjectKey, Health] = field(default_factory=dict)  # every object's latest assessment
     dirty: set[ObjectKey] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     looked: bool = False
@@ -65,6 +66,7 @@ class _Waiting:
     def update(self, healths: Mapping[ObjectKey, Health]) -> None:
         """Take in what was assessed: a ready object leaves the wait."""
         self.looked = True
+        self.last.update(healths)
         for key, health in healths.items():
             if health.ready:
                 self.waiting.pop(key, None)
@@ -83,6 +85,14 @@ class HealthWatch:
     def __init__(self, client: KubeClient, cache: LiveCache | None) -> None:
         self.client = client
         self.cache = cache
+        # without the daemon's caches: the kinds waited on so far, watched until ``release``
+        self._own: LiveCache | None = None
+
+    async def release(self) -> None:
+        """Stop the watches a wait started without the daemon's caches (end of a one-shot sync)."""
+        own, self._own = self._own, None
+        if own is not None:
+            await own.close()
 
     async def healths(
         self,
@@ -91,7 +101,7 @@ class HealthWatch:
         cache: LiveCache | None = None,
     ) -> dict[ObjectKey, Health]:
         """Each object's health now (from the caches, else one LIST per kind)."""
-        cache = cache or self.cache
+        cache = cache or self.cache or self._own
         lives: dict[ObjectKey, Body | None] = {}
         unwatched: dict[tuple[str, str], list[Manifest]] = {}
         for manifest in manifests:
@@ -133,9 +143,10 @@ class HealthWatch:
         manifests: Sequence[Manifest],
         timeout: float,
         applied: Mapping[ObjectKey, tuple[int, int]] | None = None,
-    ) -> int:
-        """Wait until every object is healthy (the number of objects); ``SyncFailedError``
-        (HealthCheckFailed) after ``timeout`` s, or after ``DEGRADED_GRACE`` s of a Degraded one.
+    ) -> dict[ObjectKey, Health]:
+        """Wait until every object is healthy; each object's health when it was found ready (Healthy,
+        or Suspended). ``SyncFailedError`` (HealthCheckFailed) after ``timeout`` s, or after
+        ``DEGRADED_GRACE`` s of a Degraded one.
 
         An object found ready is not looked at again (as kubectl wait). With watch caches, a watch
         event re-assesses only the objects it names (thousands of objects each changing several times
@@ -143,7 +154,7 @@ class HealthWatch:
         assessed again when no event came for a while."""
         started = time.monotonic()
         state = _Waiting({m.key: m for m in manifests})
-        cache, own = self.cache, False
+        cache, extended = self.cache or self._own, self.cache is not None
         if cache is not None:
             cache.subscribe(state.on_event)
         try:
@@ -152,16 +163,19 @@ class HealthWatch:
                 state.changed.clear()
                 state.update(await self.healths(state.to_check(full), applied, cache))
                 if not state.waiting:
-                    return len(manifests)
+                    return state.last
                 self._check_deadline(name, state.waiting, time.monotonic() - started, timeout)
-                if cache is None:
+                if not extended:
                     # the one-shot CLI has no caches: watch the kinds still waited on for the rest of
-                    # this wait (one LIST and one WATCH each) instead of listing them on every poll
-                    cache, own = await self._watch(state.pending(), state.waiting), True
-                    cache.subscribe(state.on_event)
+                    # the sync (one LIST and one WATCH each) instead of listing them on every poll
+                    extended = True
+                    if cache is None:
+                        cache = self._own = LiveCache(self.client)
+                        cache.subscribe(state.on_event)
+                    await self._watch(cache, state.pending(), state.waiting)
                     continue
                 # the waiting set only shrinks: once all its kinds are watched, they stay watched
-                watched = watched or all(cache.watching(k) for k in state.waiting)
+                watched = watched or (cache is not None and all(cache.watching(k) for k in state.waiting))
                 try:
                     # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
                     async with asyncio.timeout(self._pause(state, watched, delay, started, timeout)):
@@ -172,8 +186,6 @@ class HealthWatch:
         finally:
             if cache is not None:
                 cache.unsubscribe(state.on_event)
-                if own:
-                    await cache.close()
 
     @staticmethod
     def _pause(state: _Waiting, watched: bool, delay: float, started: float, timeout: float) -> float:
@@ -183,17 +195,17 @@ class HealthWatch:
             remaining = max(0.05, min(timeout, DEGRADED_GRACE) - (time.monotonic() - started))
         return min(WATCHED_POLL if watched else delay, remaining)
 
-    async def _watch(self, manifests: Sequence[Manifest], waiting: Mapping[ObjectKey, Health]) -> LiveCache:
-        """A cache watching the kinds of the ``waiting`` objects (a kind not served, or whose first list
-        does not arrive in time, is left out: its objects are listed on each poll, as before)."""
-        cache = LiveCache(self.client)
+    async def _watch(
+        self, cache: LiveCache, manifests: Sequence[Manifest], waiting: Mapping[ObjectKey, Health]
+    ) -> None:
+        """Watch the kinds of the ``waiting`` objects in ``cache`` (a kind not served, or whose first
+        list does not arrive in time, is left out: its objects are listed on each poll, as before)."""
         kinds = {(m.api_version, m.key.kind) for m in manifests if m.key in waiting}
         for api_version, kind in sorted(kinds):
             try:
                 await cache.ensure(await self.client.resource(api_version, kind), timeout=10.0)
             except (NoMatchError, TimeoutError):
                 continue
-        return cache
 
     @staticmethod
     def _check_deadline(name: str, waiting: dict[ObjectKey, Health], elapsed: float, timeout: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from reconciler.kube import ApplyOptions, KubeClient
 from reconciler.kube.errors import NotFoundError
 from reconciler.objects import Action, ObjectKey
 from reconciler.plan.prune import PruneOptions
+from reconciler.render import Renderer
 from reconciler.sync import Engine, SyncOptions, SyncResult
 from tests.helpers import eventually
 from tests.support import (
@@ -551,3 +553,56 @@ async def test_an_object_another_environment_manages_is_refused_unless_adopted(
     live = await kube.get("v1", "ConfigMap", namespace, "shared")
     assert live is not None
     assert live["data"] == {"owner": "b"}
+
+
+class CountingClient(KubeClient):
+    """The session's client (same connection), counting LISTs and WATCHes by kind."""
+
+    lists: Counter[str]
+    watches: Counter[str]
+
+    @classmethod
+    def of(cls, kube: KubeClient) -> CountingClient:
+        counting = cls.__new__(cls)
+        counting.__dict__.update(kube.__dict__)
+        counting._owns_api = False
+        counting.lists, counting.watches = Counter(), Counter()
+        return counting
+
+    async def list(self, info: Any, *, label_selector: str = "", namespace: str = "") -> Any:
+        self.lists[info.kind] += 1
+        return await super().list(info, label_selector=label_selector, namespace=namespace)
+
+    def watch(self, info: Any, resource_version: str, **selectors: Any) -> Any:
+        self.watches[info.kind] += 1
+        return super().watch(info, resource_version, **selectors)
+
+
+async def test_a_one_shot_sync_watches_what_it_waits_for_until_it_ends(
+    kube: KubeClient, repo: EnvRepo, namespace: str
+) -> None:
+    """Without the daemon's caches (the CLI), a kind waited on is watched from its first wait to the end
+    of the sync: later waits and the final health read it from there, so each kind is listed a few
+    times per sync at most (never per object or per poll), and no watch outlives the sync."""
+    counting = CountingClient.of(kube)
+    engine = Engine(counting, renderer=Renderer())
+    settings = config_map("settings", namespace)
+    settings["metadata"]["annotations"] = {"reconciler.dev/wave": "-1"}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "api", "namespace": namespace},
+        "spec": {"selector": {"app": "api"}, "ports": [{"port": 80}]},
+    }
+    repo.set_objects([settings, deployment("api", namespace), service])
+    try:
+        result = await sync(engine, repo)
+        assert result.condition == "Ready", result.message
+        assert result.health == HealthStatus.HEALTHY
+        assert counting.watches["Deployment"] == 1, counting.watches
+        # the plan's read, the stage's first look, the watch's own list: nothing after it
+        assert counting.lists["Deployment"] <= 3, counting.lists
+        assert max(counting.lists.values()) <= 3, counting.lists
+        assert not [t for t in asyncio.all_tasks() if "LiveCache" in repr(t.get_coro())]
+    finally:
+        await engine.close()
