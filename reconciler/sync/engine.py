@@ -194,11 +194,10 @@ class Engine:
         objects = planned_objects(desired, manifests)
         with _timed(result, "plan"):
             await self.access.check(objects, options, self.inventory.namespace)
-            await self.live.load(objects, crd_kinds(desired))
+            new_namespaces = await self.live.load(objects, crd_kinds(desired))
             refuse_foreign(objects, env)
             mark_unchanged(objects, previous, result)
         with _timed(result, "validate"):
-            new_namespaces = await self.live.new_namespaces(objects)
             to_write = await self.validator.validate(objects, new_namespaces, options, result)
         progress(_validated(objects, to_write))
         if options.dry_run:

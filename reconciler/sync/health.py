@@ -18,7 +18,8 @@ from reconciler.health import Health, HealthStatus, assess
 from reconciler.kube.cache import LiveCache
 from reconciler.kube.client import KubeClient
 from reconciler.kube.errors import NoMatchError
-from reconciler.objects import MANAGED_BY_LABEL, MANAGED_BY_VALUE, Body, Manifest, ObjectKey
+from reconciler.objects import Body, Manifest, ObjectKey
+from reconciler.sync.live import list_labelled
 from reconciler.sync.outcome import Reason, SyncFailedError
 from reconciler.sync.planned import older_than
 
@@ -127,7 +128,7 @@ class HealthWatch:
             info = await self.client.resource(api_version, kind)
         except NoMatchError:
             return dict.fromkeys((m.key for m in group), None)
-        items, _ = await self.client.list(info, label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+        items = await list_labelled(self.client, info, {m.key.namespace for m in group})
         by_name = {
             (
                 str(i["metadata"].get("namespace") or "") if info.namespaced else "",

@@ -1,14 +1,20 @@
 """The plan stage's reads: each desired object's live state (from the watch caches, or one LIST per
 kind), which objects another environment owns, which Namespaces do not exist yet, and what is already
-as desired (no request at all)."""
+as desired (no request at all).
+
+Without the daemon's caches (the one-shot CLI) the LISTs are kept to what the environment can hold: the
+Namespaces are read first, objects in namespaces this sync creates are not read at all (they cannot
+exist yet), and a kind whose objects live in a few namespaces is listed in those namespaces only, so a
+sync's reads do not grow with every object reconciler manages elsewhere in the cluster."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Set as AbstractSet
 
 from reconciler.inventory import Inventory
 from reconciler.kube.cache import LiveCache
-from reconciler.kube.client import KubeClient
+from reconciler.kube.client import KubeClient, ResourceInfo
 from reconciler.kube.errors import NoMatchError
 from reconciler.objects import (
     ADOPT_ANNOTATION,
@@ -23,6 +29,10 @@ from reconciler.plan.compare import drift
 from reconciler.sync.outcome import Reason, SyncFailedError, SyncResult, failure_message
 from reconciler.sync.planned import Plan, Planned, PlannedObject, marked_for_other
 
+# a kind whose objects are in at most this many namespaces is listed per namespace, else cluster-wide
+SCOPED_LISTS = 3
+NAMESPACE = ("v1", "Namespace")
+
 
 class LiveState:
     """Reads the live counterparts of desired objects."""
@@ -31,17 +41,31 @@ class LiveState:
         self.client = client
         self.cache = cache
 
-    async def load(self, objects: Planned, crd_kinds: set[tuple[str, str]]) -> None:
-        """Fill ``live`` of every object; objects of CRDs this render brings are ``WRITE_AFTER_CRD``."""
+    async def load(self, objects: Planned, crd_kinds: set[tuple[str, str]]) -> set[str]:
+        """Fill ``live`` of every object; objects of CRDs this render brings are ``WRITE_AFTER_CRD``.
+        The namespaces this render creates that do not exist yet."""
         by_kind: dict[tuple[str, str], list[PlannedObject]] = {}
         for planned in objects.values():
             by_kind.setdefault((planned.manifest.api_version, planned.key.kind), []).append(planned)
+        if self.cache is not None or NAMESPACE not in by_kind:
+            await asyncio.gather(
+                *(self._load_kind(av, kind, group, crd_kinds) for (av, kind), group in by_kind.items())
+            )
+            return await self.new_namespaces(objects)
+        await self._load_kind(*NAMESPACE, by_kind.pop(NAMESPACE), crd_kinds)
+        fresh = await self.new_namespaces(objects)
         await asyncio.gather(
-            *(self._load_kind(av, kind, group, crd_kinds) for (av, kind), group in by_kind.items())
+            *(self._load_kind(av, kind, group, crd_kinds, fresh) for (av, kind), group in by_kind.items())
         )
+        return fresh
 
     async def _load_kind(
-        self, api_version: str, kind: str, group: list[PlannedObject], crd_kinds: set[tuple[str, str]]
+        self,
+        api_version: str,
+        kind: str,
+        group: list[PlannedObject],
+        crd_kinds: set[tuple[str, str]],
+        fresh: AbstractSet[str] = frozenset(),
     ) -> None:
         try:
             info = await self.client.resource(api_version, kind)
@@ -56,9 +80,12 @@ class LiveState:
             for planned in group:
                 planned.live = self.cache.get(planned.key)
             return
+        if info.namespaced:
+            group = [p for p in group if p.key.namespace not in fresh]  # the rest cannot exist yet
+        if not group:
+            return
         found: dict[tuple[str, str], Body] = {}
-        listing = await self.client.list(info, label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
-        for obj in listing[0]:
+        for obj in await list_labelled(self.client, info, {p.key.namespace for p in group}):
             metadata = obj.get("metadata") or {}
             found[(str(metadata.get("namespace") or ""), str(metadata.get("name")))] = obj
         for planned in group:
@@ -81,6 +108,18 @@ class LiveState:
         existing, _ = await self.client.list(await self.client.resource("v1", "Namespace"))
         names = {str(ns["metadata"]["name"]) for ns in existing}
         return {name for name in candidates if name not in names}
+
+
+async def list_labelled(client: KubeClient, info: ResourceInfo, namespaces: set[str]) -> list[Body]:
+    """Every object of a kind carrying reconciler's label: in each of ``namespaces`` when the kind is
+    namespaced and they are few (``SCOPED_LISTS``), else cluster-wide."""
+    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+    if not info.namespaced or not namespaces or len(namespaces) > SCOPED_LISTS or "" in namespaces:
+        return (await client.list(info, label_selector=selector))[0]
+    listings = await asyncio.gather(
+        *(client.list(info, label_selector=selector, namespace=namespace) for namespace in sorted(namespaces))
+    )
+    return [obj for items, _ in listings for obj in items]
 
 
 def refuse_foreign(objects: Planned, environment: str) -> None:

@@ -556,9 +556,11 @@ async def test_an_object_another_environment_manages_is_refused_unless_adopted(
 
 
 class CountingClient(KubeClient):
-    """The session's client (same connection), counting LISTs and WATCHes by kind."""
+    """The session's client (same connection), counting LISTs (by kind, and by kind and namespace: ""
+    for cluster-wide) and WATCHes by kind."""
 
     lists: Counter[str]
+    scoped: Counter[tuple[str, str]]
     watches: Counter[str]
 
     @classmethod
@@ -566,11 +568,12 @@ class CountingClient(KubeClient):
         counting = cls.__new__(cls)
         counting.__dict__.update(kube.__dict__)
         counting._owns_api = False
-        counting.lists, counting.watches = Counter(), Counter()
+        counting.lists, counting.scoped, counting.watches = Counter(), Counter(), Counter()
         return counting
 
     async def list(self, info: Any, *, label_selector: str = "", namespace: str = "") -> Any:
         self.lists[info.kind] += 1
+        self.scoped[(info.kind, namespace)] += 1
         return await super().list(info, label_selector=label_selector, namespace=namespace)
 
     def watch(self, info: Any, resource_version: str, **selectors: Any) -> Any:
@@ -606,3 +609,32 @@ async def test_a_one_shot_sync_watches_what_it_waits_for_until_it_ends(
         assert not [t for t in asyncio.all_tasks() if "LiveCache" in repr(t.get_coro())]
     finally:
         await engine.close()
+
+
+async def test_a_one_shot_sync_lists_only_the_namespaces_its_objects_can_be_in(
+    kube: KubeClient, repo: EnvRepo, namespace: str
+) -> None:
+    """Without caches, a kind is listed in the namespaces of the environment's objects, never across
+    the cluster (whose other labelled objects are not this sync's business), and the plan does not read
+    objects in a namespace the sync creates (they cannot exist yet)."""
+    fresh = f"{namespace}-fresh"
+    counting = CountingClient.of(kube)
+    engine = Engine(counting, renderer=Renderer())
+    repo.set_objects(
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": fresh}},
+            config_map("settings", fresh),
+            config_map("settings", namespace),
+        ]
+    )
+    try:
+        result = await sync(engine, repo)
+        assert result.condition == "Ready", result.message
+        assert await kube.get("v1", "ConfigMap", fresh, "settings") is not None
+        assert counting.scoped[("ConfigMap", "")] == 0, counting.scoped
+        # the plan read the existing namespace only; the waits read both
+        assert counting.scoped[("ConfigMap", fresh)] == counting.scoped[("ConfigMap", namespace)] - 1 > 0
+    finally:
+        await engine.close()
+        with contextlib.suppress(NotFoundError):
+            await kube.request("DELETE", f"/api/v1/namespaces/{fresh}")
