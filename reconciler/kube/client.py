@@ -260,13 +260,12 @@ class KubeClient:
         attempts: int | None = None,
     ) -> Body:
         """One request returning the decoded JSON body; failures raise ``KubeError`` subclasses.
-        Transient failures of idempotent requests are retried (``reconciler.retry.requests``; at most
+        Transient failures of idempotent requests are retried (``reconciler.retry.request``; at most
         ``attempts`` tries when given, such as 1 for a probe)."""
         tries = attempts if attempts is not None else (1 if method == "POST" else self.retries)
-        async for attempt in retry.requests(tries):
-            with attempt:
-                return await self._request_once(method, path, query, body, content_type, subject, timeout)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await retry.request(
+            lambda: self._request_once(method, path, query, body, content_type, subject, timeout), tries
+        )
 
     async def _request_once(
         self,
