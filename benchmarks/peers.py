@@ -541,6 +541,11 @@ def verbs(counters: list[Counter[str]]) -> str:
     return " ".join(f"{k}={spread([float(c.get(k, 0)) for c in counters], '{:.0f}')}" for k in keys) or "none"
 
 
+def extra(runs: list[Figures], name: str, fmt: str = "{:.1f}") -> str:
+    """Median [min-max] of one extra figure over ``runs`` (0 where a run lacks it)."""
+    return spread([r.extra.get(name, 0.0) for r in runs], fmt)
+
+
 def report(results: dict[str, list[Figures]], resyncs: dict[str, Figures], objects: int) -> None:
     rounds = max(len(runs) for runs in results.values())
     print(f"\n== {objects} objects per tool and round, {rounds} round(s); median [min-max] ==")
@@ -554,17 +559,16 @@ def report(results: dict[str, list[Figures]], resyncs: dict[str, Figures], objec
         )
     for tool in ("kubectl", "kubectl-k"):
         if results.get(tool):
+            runs = results[tool]
             print(
-                f"{tool} apply --server-side alone: "
-                f"{spread([r.extra['apply_seconds'] for r in results[tool]])} s, "
-                f"CPU {spread([r.extra['apply_cpu'] for r in results[tool]], '{:.2f}')} s"
+                f"{tool} apply --server-side alone: {extra(runs, 'apply_seconds')} s, "
+                f"CPU {extra(runs, 'apply_cpu', '{:.2f}')} s"
             )
     if results.get("cli"):
         cli = results["cli"]
         print(
             f"cli write phase (plan + validate + apply, no render, no health waits): "
-            f"{spread([r.extra.get('write_seconds', 0.0) for r in cli], '{:.2f}')} s; "
-            f"render {spread([r.extra.get('render_seconds', 0.0) for r in cli], '{:.2f}')} s"
+            f"{extra(cli, 'write_seconds', '{:.2f}')} s; render {extra(cli, 'render_seconds', '{:.2f}')} s"
         )
         for tool in ("kubectl", "kubectl-k"):
             if results.get(tool):
@@ -580,11 +584,10 @@ def report(results: dict[str, list[Figures]], resyncs: dict[str, Figures], objec
         daemon = [
             r.extra["rss_with_children_mib"] for r in results["daemon"] if "rss_with_children_mib" in r.extra
         ]
-        labelled = [r.extra.get("labelled_before", 0.0) for r in results["daemon"]]
         print(
             "daemon peak RSS: own VmHWM above (start to Healthy); with kustomize children "
             f"{spread(daemon, '{:.0f}')} MiB; objects of earlier CLI rounds it also watched "
-            f"(reconciler's label): {spread(labelled, '{:.0f}')}"
+            f"(reconciler's label): {extra(results['daemon'], 'labelled_before', '{:.0f}')}"
         )
     for baseline in ("kubectl", "kubectl-k"):
         walls = {
