@@ -133,6 +133,19 @@ async def test_render_prints_objects_in_apply_order_without_a_cluster(
     assert second == (code, output)
 
 
+async def kill_after(process: asyncio.subprocess.Process, marker: str, rng: random.Random) -> None:
+    """SIGKILL ``process`` 0-0.2 s after its first stderr line starting with ``marker`` (unless it ended
+    first); its stderr is read to the end either way."""
+    assert process.stderr is not None
+    async for line in process.stderr:
+        if line.decode(errors="replace").startswith(marker):
+            await asyncio.sleep(rng.uniform(0.0, 0.2))
+            if process.returncode is None:
+                process.send_signal(signal.SIGKILL)
+            break
+    await process.stderr.read()
+
+
 async def test_sync_killed_at_random_points_converges_with_an_exact_inventory(
     repo: EnvRepo, toolchain: Toolchain, kubeconfig: Path, kube: KubeClient, namespace: str
 ) -> None:
@@ -166,12 +179,14 @@ async def test_sync_killed_at_random_points_converges_with_an_exact_inventory(
             "sync",
             *common,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
             env=cli_env(toolchain),
         )
-        await asyncio.sleep(rng.uniform(0.3, 1.6))
-        if process.returncode is None:
-            process.send_signal(signal.SIGKILL)
+        # killed at a random point of the pipeline, found from its progress lines rather than after a
+        # fixed delay (a faster sync simply finished first): after the render (validating or writing),
+        # after the validation (writing), or after the apply (waiting for the rollout, the inventory's
+        # final write still to come)
+        await kill_after(process, rng.choice(("rendered ", "validated ", "stage wave 0: applied")), rng)
         outcomes.append(await process.wait())
     print(f"sync outcomes per trial (-9 = killed): {outcomes}")
     assert outcomes.count(-signal.SIGKILL) >= 2, outcomes
